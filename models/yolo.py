@@ -1,0 +1,403 @@
+"""YOLOv5 detection model: the `Detect` head, `DetectionModel` and the YAML parser.
+
+Run as a script to print a model summary::
+
+    python models/yolo.py --cfg yolov5s_CBAM.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import copy
+import math
+import re
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models.common import Conv  # noqa: E402
+from models.registry import Channels, lookup, register  # noqa: E402
+from utils.logging import LOGGER  # noqa: E402
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+# depth_multiple, width_multiple of the five standard scales.
+SCALES: dict[str, tuple[float, float]] = {
+    "n": (0.33, 0.25),
+    "s": (0.33, 0.50),
+    "m": (0.67, 0.75),
+    "l": (1.00, 1.00),
+    "x": (1.33, 1.25),
+}
+
+
+class ModelConfigError(ValueError):
+    """A model YAML that cannot be built; the message names the file, layer and module."""
+
+
+class Detect(nn.Module):
+    """YOLOv5 head: a 1x1 conv per level predicting (x, y, w, h, obj, classes) per anchor.
+
+    `anchors` is stored in units of each level's stride (as in official checkpoints).
+    In eval mode the forward returns ``(decoded, raw)`` where decoded is
+    ``(batch, anchors * cells, 5 + nc)`` in input-image pixels; in train mode the raw maps.
+    """
+
+    def __init__(self, nc: int = 80, anchors: list | tuple = (), ch: list[int] | tuple[int, ...] = (), inplace: bool = True):
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(anchors)
+        self.na = len(anchors[0]) // 2
+        self.inplace = inplace
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2))
+        self.register_buffer("stride", torch.ones(self.nl), persistent=False)
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+        self._grids: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * self.nl
+
+    def forward(self, x: list[torch.Tensor]):
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training:
+                grid, anchor_grid = self._grid(i, nx, ny, x[i])
+                xy, wh, rest = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
+                xy = (xy * 2 + grid) * self.stride[i]
+                wh = (wh * 2) ** 2 * anchor_grid
+                z.append(torch.cat((xy, wh, rest), 4).view(bs, -1, self.no))
+        return x if self.training else (torch.cat(z, 1), x)
+
+    def _grid(self, i: int, nx: int, ny: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell offsets (minus 0.5) and anchor sizes in pixels for level `i`, cached per size."""
+        cached = self._grids[i]
+        if cached is not None and cached[0].shape[2:4] == (ny, nx) and cached[0].device == like.device \
+                and cached[0].dtype == like.dtype:
+            return cached
+        yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
+                                torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
+        grid = (torch.stack((xv, yv), 2) - 0.5).view(1, 1, ny, nx, 2).expand(1, self.na, ny, nx, 2)
+        anchor_grid = (self.anchors[i] * self.stride[i]).to(like.dtype).view(1, self.na, 1, 1, 2)
+        anchor_grid = anchor_grid.expand(1, self.na, ny, nx, 2)
+        self._grids[i] = (grid, anchor_grid)
+        return grid, anchor_grid
+
+    def _apply(self, fn, *args, **kwargs):
+        self._grids = [None] * self.nl  # device/dtype changed: rebuild grids lazily
+        return super()._apply(fn, *args, **kwargs)
+
+
+def make_divisible(x: float, divisor: int) -> int:
+    """Smallest multiple of `divisor` that is >= x."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+def resolve_cfg(cfg: str | Path) -> Path:
+    """Find a model YAML: a path, a name under `models/` (searched recursively), or a name
+    whose scale letter differs from an existing file (`yolov5n_CBAM.yaml` -> `yolov5s_CBAM.yaml`)."""
+    p = Path(cfg)
+    if p.suffix not in (".yaml", ".yml"):
+        p = p.with_suffix(".yaml")
+    if p.is_file():
+        return p
+    matches = sorted(MODELS_DIR.rglob(p.name))
+    if matches:
+        return matches[0]
+    m = re.match(r"^yolov5([nsmlx])(6?)(.*)$", p.stem)
+    if m:
+        for letter in "snmlx":
+            matches = sorted(MODELS_DIR.rglob(f"yolov5{letter}{m.group(2)}{m.group(3)}{p.suffix}"))
+            if matches:
+                return matches[0]
+    raise FileNotFoundError(f"model config {cfg!r} not found (looked at {p} and under {MODELS_DIR})")
+
+
+def load_cfg(cfg: str | Path | dict) -> dict:
+    """Read a model YAML into a dict; the scale letter of the requested file name sets the multiples."""
+    if isinstance(cfg, dict):
+        return copy.deepcopy(cfg)
+    path = resolve_cfg(cfg)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ModelConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(d, dict):
+        raise ModelConfigError(f"{path}: expected a mapping with 'backbone' and 'head', got {type(d).__name__}")
+    d["yaml_file"] = path.name
+    m = re.match(r"^yolov5([nsmlx])", Path(cfg).name)
+    if m and not re.match(rf"^yolov5{m.group(1)}", path.name):
+        d["depth_multiple"], d["width_multiple"] = SCALES[m.group(1)]
+        d["yaml_file"] = Path(cfg).name
+    return d
+
+
+def _literal(a):
+    """YAML args may name values (`nc`, `anchors`, `None`, `'nearest'`): evaluate them safely."""
+    if isinstance(a, str):
+        with contextlib.suppress(ValueError, SyntaxError):
+            return ast.literal_eval(a)
+    return a
+
+
+def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
+    """Build the layers of a YOLOv5 YAML dict; returns the layers and the sorted save list."""
+    src = d.get("yaml_file", "<dict>")
+    for key in ("backbone", "head"):
+        if key not in d:
+            raise ModelConfigError(f"{src}: missing key {key!r} (a model YAML needs 'backbone' and 'head')")
+    for key in ("depth_multiple", "width_multiple"):
+        d.setdefault(key, 1.0)
+    nc, anchors = d.get("nc", 80), d.get("anchors", 3)
+    gd, gw = d["depth_multiple"], d["width_multiple"]
+    act = d.get("activation")
+    if act:  # e.g. activation: nn.ReLU()
+        Conv.default_act = eval(act, {"nn": nn})  # noqa: S307 - restricted namespace, YAML from the user
+    names = {"nc": nc, "anchors": anchors}
+    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    no = na * (nc + 5)
+
+    if verbose:
+        LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    layers, save, c2 = [], [], ch[-1]
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        where = f"{src}: layer {i}"
+        if not isinstance(row, (list, tuple)) or len(row) != 4:
+            raise ModelConfigError(f"{where}: expected [from, number, module, args], got {row!r}")
+        f, n, m_name, args = row
+        where = f"{where} ({m_name})"
+        try:
+            spec = lookup(str(m_name))
+        except KeyError as e:
+            raise ModelConfigError(f"{where}: {e.args[0]}") from None
+        args = [names.get(a, _literal(a)) if isinstance(a, str) else a for a in (args or [])]
+        froms = [f] if isinstance(f, int) else list(f)
+        for j in froms:
+            if not isinstance(j, int) or not (-i <= j < i or (j == -1 and i == 0)):
+                raise ModelConfigError(f"{where}: 'from' index {j!r} does not refer to an earlier layer")
+        n = n_ = max(round(n * gd), 1) if n > 1 else n
+
+        c1 = ch[f] if isinstance(f, int) else None
+        rule = spec.channels
+        if rule is Channels.IN_OUT:
+            if not args:
+                raise ModelConfigError(f"{where}: needs its output channels as the first argument")
+            c2 = args[0]
+            if c2 != no:
+                c2 = make_divisible(min(c2, d.get("max_channels", c2)) * gw, 8)
+            args = [c1, c2, *args[1:]]
+            if spec.repeats:
+                args.insert(2, n)
+                n = 1
+        elif rule is Channels.KEEP:
+            c2 = c1
+            args = [c1, *args]
+            if spec.repeats:
+                args.insert(1, n)
+                n = 1
+        elif rule is Channels.PASS:
+            c2 = c1
+        elif rule is Channels.BN:
+            c2 = c1
+            args = [c1]
+        elif rule is Channels.CONCAT:
+            c2 = sum(ch[x] for x in froms)
+        elif rule is Channels.DETECT:
+            args.append([ch[x] for x in froms])
+            if isinstance(args[1], int):  # number of anchors per level -> placeholders
+                args[1] = [list(range(args[1] * 2))] * len(froms)
+
+        try:
+            m_ = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
+        except Exception as e:  # the constructor's own message, with where it happened
+            raise ModelConfigError(f"{where}: cannot build {spec.cls.__name__}{tuple(args)}: {e}") from None
+        m_.i, m_.f, m_.type = i, f, str(m_name)
+        m_.np = sum(x.numel() for x in m_.parameters())
+        if verbose:
+            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {m_name!s:<40}{str(args):<30}")
+        save.extend(x % i for x in froms if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    return nn.Sequential(*layers), sorted(set(save))
+
+
+class DetectionModel(nn.Module):
+    """A YOLOv5 detector built from a YAML file or dict."""
+
+    def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
+                 anchors: list | None = None, verbose: bool = False):
+        super().__init__()
+        self.yaml = load_cfg(cfg)
+        self.yaml_file = self.yaml.get("yaml_file", "<dict>")
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml.get("nc"):
+            if verbose:
+                LOGGER.info(f"Overriding {self.yaml_file} nc={self.yaml.get('nc')} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors:
+            self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
+        self.model, self.save = parse_model(copy.deepcopy(self.yaml), ch=[ch], verbose=verbose)
+        self.names = [str(i) for i in range(self.yaml.get("nc", 80))]
+        self.inplace = self.yaml.get("inplace", True)
+
+        head = self.model[-1]
+        if isinstance(head, Detect):
+            s = 256
+            head.inplace = self.inplace
+            self.train()  # raw maps give the level sizes
+            with torch.no_grad():
+                outs = self._checked_forward(torch.zeros(1, ch, s, s))
+            head.stride = torch.tensor([s / x.shape[-2] for x in outs], dtype=torch.float32)
+            _check_anchor_order(head)
+            head.anchors /= head.stride.view(-1, 1, 1)
+            self.stride = head.stride
+            self._initialize_biases()
+        else:
+            self.stride = torch.tensor([32.0])
+        initialize_weights(self)
+
+    @property
+    def nc(self) -> int:
+        return self.model[-1].nc
+
+    def forward(self, x: torch.Tensor, augment: bool = False):
+        if augment:
+            return self._forward_augment(x)
+        return self._forward_once(x)
+
+    def _forward_once(self, x: torch.Tensor):
+        y: list[torch.Tensor | None] = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+        return x
+
+    def _checked_forward(self, x: torch.Tensor):
+        """The forward pass, but a failing layer raises ModelConfigError naming itself."""
+        y: list[torch.Tensor | None] = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            try:
+                x = m(x)
+            except Exception as e:
+                shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
+                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails on input of shape "
+                                       f"{shapes} (from {m.f}): {e}") from None
+            y.append(x if m.i in self.save else None)
+        return x
+
+    def _forward_augment(self, x: torch.Tensor):
+        """Test-time augmentation: full scale, 0.83 scale flipped left-right, 0.67 scale."""
+        img_size = x.shape[-2:]
+        outs = []
+        for scale, flip in ((1.0, None), (0.83, 3), (0.67, None)):
+            xi = scale_img(x.flip(flip) if flip else x, scale, gs=int(self.stride.max()))
+            p = self._forward_once(xi)[0]
+            p[..., :4] /= scale
+            if flip == 3:
+                p[..., 0] = img_size[1] - p[..., 0]
+            outs.append(p)
+        # drop the predictions each scale is worst at (large objects at full scale, small at 0.67)
+        head = self.model[-1]
+        cells = sum(4 ** x for x in range(head.nl))
+        n_first = (outs[0].shape[1] // cells) * sum(4 ** x for x in range(1))
+        outs[0] = outs[0][:, :-n_first]
+        n_last = (outs[-1].shape[1] // cells) * sum(4 ** (head.nl - 1 - x) for x in range(1))
+        outs[-1] = outs[-1][:, n_last:]
+        return torch.cat(outs, 1), None
+
+    def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
+        """Objectness prior ~8 objects per 640x640 image, class prior ~0.6 / nc."""
+        head = self.model[-1]
+        for mi, s in zip(head.m, head.stride):
+            b = mi.bias.data.view(head.na, -1)  # a view: edits land in the bias itself
+            b[:, 4] += math.log(8 / (640 / s) ** 2)
+            b[:, 5:5 + head.nc] += math.log(0.6 / (head.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
+
+    def fuse(self) -> DetectionModel:
+        """Fold every Conv's batch norm into its convolution (for inference)."""
+        from utils.torch_utils import fuse_conv_and_bn
+
+        for m in self.modules():
+            if isinstance(m, Conv) and hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        return self
+
+    def info(self, verbose: bool = False, img_size: int | tuple[int, int] = 640) -> dict:
+        """Log and return layers, parameters, gradients and GFLOPs (attention matmuls included)."""
+        from utils.torch_utils import model_info
+
+        return model_info(self, verbose=verbose, img_size=img_size)
+
+
+Model = DetectionModel  # the name older YOLOv5 code and checkpoints use
+if __name__ != "__main__":  # run as a script, this file is imported again as models.yolo
+    register("Detect", Detect, Channels.DETECT)
+
+
+def _check_anchor_order(head: Detect) -> None:
+    """Anchors must grow with the stride; flip them if the YAML lists them the other way round."""
+    a = head.anchors.prod(-1).mean(-1).view(-1)
+    da, ds = a[-1] - a[0], head.stride[-1] - head.stride[0]
+    if da and (da.sign() != ds.sign()):
+        LOGGER.info("Reversing anchor order to match strides")
+        head.anchors[:] = head.anchors.flip(0)
+
+
+def initialize_weights(model: nn.Module) -> None:
+    """YOLOv5's batch-norm settings and in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, gs: int = 32) -> torch.Tensor:
+    """Resize a batch by `ratio` and pad (value 0.447, ImageNet mean grey) to a multiple of `gs`."""
+    if ratio == 1.0:
+        return img
+    h, w = img.shape[2:]
+    s = (int(h * ratio), int(w * ratio))
+    img = nn.functional.interpolate(img, size=s, mode="bilinear", align_corners=False)
+    if not same_shape:
+        h, w = (math.ceil(x * ratio / gs) * gs for x in (h, w))
+    return nn.functional.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build a model from its YAML and print its summary.")
+    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model YAML (path or name)")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="image size for GFLOPs")
+    parser.add_argument("--nc", type=int, default=None, help="override the number of classes")
+    parser.add_argument("--verbose", action="store_true", help="also list every parameter")
+    opt = parser.parse_args(argv)
+    try:
+        model = DetectionModel(opt.cfg, nc=opt.nc, verbose=True)
+    except (ModelConfigError, FileNotFoundError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        raise SystemExit(2) from None
+    model.info(verbose=opt.verbose, img_size=opt.imgsz)
+
+
+if __name__ == "__main__":
+    from models.yolo import main as _main  # use the importable module's classes, not __main__'s
+
+    _main()

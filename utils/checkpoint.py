@@ -1,0 +1,243 @@
+"""The only place that reads or writes `.pt` files.
+
+Reading never executes code from the file. Official YOLOv5 checkpoints are pickled
+`nn.Module` objects; `torch.load(weights_only=True)` refuses them and a plain `torch.load`
+would run whatever the pickle asks for. Here they are opened with torch's restricted
+(weights-only) unpickler, in which the few class names such a checkpoint mentions
+(`models.yolo.Model`, `models.common.C3`, `torch.nn.modules.conv.Conv2d`, ...) are mapped to
+an inert record type, :class:`_PickledObject`. Nothing of the pickled objects is ever
+called: their parameters and buffers are collected, the model is rebuilt from the YAML
+stored inside, and the weights are loaded into it. Any other global in the pickle
+(`os.system`, `builtins.eval`, ...) makes loading fail before it could be called.
+
+The project's own checkpoints hold only plain containers and tensors, so that
+`torch.load(path, weights_only=True)` opens them without this module.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import re
+import tempfile
+import urllib.request
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.logging import LOGGER
+
+FORMAT = "yolov5-attention/1"
+RELEASE_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0/{name}"
+RELEASE_NAMES = {f"yolov5{s}{p}.pt" for s in "nsmlx" for p in ("", "6")}
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a loadable checkpoint; the message names the file and the reason."""
+
+
+class _PickledObject:
+    """Inert stand-in for any module object found in a foreign pickle: it only stores state."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+
+def _foreign_class_names() -> list[str]:
+    """Fully-qualified names a YOLOv5 checkpoint may use for its module objects."""
+    from models.registry import BLOCKS, _ensure_loaded
+
+    _ensure_loaded()
+    names = {"models.yolo.Model", "models.yolo.DetectionModel", "models.yolo.Detect",
+             "models.yolo.SegmentationModel", "models.yolo.ClassificationModel"}
+    for spec in BLOCKS.values():
+        cls = spec.cls.__name__
+        names.update({f"models.common.{cls}", f"models.yolo.{cls}", f"models.experimental.{cls}"})
+    for attr in dir(nn):
+        obj = getattr(nn, attr)
+        if isinstance(obj, type) and issubclass(obj, nn.Module):
+            names.add(f"{obj.__module__}.{obj.__name__}")
+    # torch releases have moved some classes between files; accept the historic locations
+    for old in ("torch.nn.modules.activation.SiLU", "torch.nn.modules.activation.Hardswish",
+                "torch.nn.modules.activation.LeakyReLU", "torch.nn.modules.activation.ReLU",
+                "torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList",
+                "torch.nn.modules.conv.Conv2d", "torch.nn.modules.batchnorm.BatchNorm2d",
+                "torch.nn.modules.pooling.MaxPool2d", "torch.nn.modules.upsampling.Upsample"):
+        names.add(old)
+    return sorted(names)
+
+
+def _safe_load(path: Path) -> Any:
+    """`torch.load` with the weights-only unpickler; module classes become `_PickledObject`."""
+    allowed = [(_PickledObject, name) for name in _foreign_class_names()]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = [ln for ln in str(e).splitlines() if "GLOBAL" in ln or "unrecognized function" in ln]
+        if not found:  # not a pickle at all (an image, a text file, ...)
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a "
+                                  "valid pickle)") from None
+        m = re.search(r"GLOBAL (\S+)", found[0])
+        what = m.group(1) if m else found[0].strip()[:200]
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle asks for {what}, which a model checkpoint never needs. "
+            "Loading it could execute arbitrary code; nothing from it was executed.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else "truncated or corrupt"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt "
+                              f"({type(e).__name__}: {first[:200]})") from None
+
+
+def _record_tensors(obj: _PickledObject, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    """Collect parameters and persistent buffers of a pickled module tree, state-dict style."""
+    state = obj.__dict__.get("_state", {})
+    if not isinstance(state, dict):
+        return
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers"):
+        for name, t in (state.get(kind) or {}).items():
+            if isinstance(t, torch.Tensor) and name not in skip:
+                out[prefix + name] = t.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if isinstance(child, _PickledObject):
+            _record_tensors(child, f"{prefix}{name}.", out)
+
+
+def _state(obj: Any) -> dict:
+    return obj.__dict__.get("_state", {}) if isinstance(obj, _PickledObject) else {}
+
+
+def _model_record(path: Path, obj: Any) -> dict:
+    """Turn a pickled model (foreign) or a model record (ours) into {yaml, state_dict, names, stride}."""
+    if isinstance(obj, dict) and "state_dict" in obj and "yaml" in obj:
+        return obj
+    st = _state(obj)
+    if not st or "yaml" not in st:
+        raise CheckpointError(f"{path}: holds no YOLOv5 model (no model object with a 'yaml' config)")
+    sd: dict[str, torch.Tensor] = OrderedDict()
+    _record_tensors(obj, "", sd)
+    names = st.get("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    stride = st.get("stride")
+    return {"yaml": st["yaml"], "state_dict": sd, "names": list(names) if names else None,
+            "stride": stride.tolist() if isinstance(stride, torch.Tensor) else stride}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Open a checkpoint (ours or an official YOLOv5 one) safely; returns a plain dict.
+
+    Keys: ``model`` (and ``ema`` when present) as model records ``{yaml, state_dict, names,
+    stride}``, plus whatever training state the file holds (``epoch``, ``optimizer``, ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    ckpt = _safe_load(path)
+    if not isinstance(ckpt, dict) or not ({"model", "ema"} & set(ckpt)):
+        raise CheckpointError(f"{path}: not a YOLOv5 checkpoint (expected a dict with a 'model' entry, "
+                              f"got {type(ckpt).__name__})")
+    out = dict(ckpt)
+    for key in ("model", "ema"):
+        if out.get(key) is not None:
+            out[key] = _model_record(path, out[key])
+    if out.get("model") is None:
+        out["model"] = out["ema"]
+    return out
+
+
+def model_from_record(record: dict, source: str = "checkpoint", nc: int | None = None) -> nn.Module:
+    """Rebuild a DetectionModel from its YAML and load the record's weights (fp32)."""
+    from models.yolo import DetectionModel, ModelConfigError
+
+    try:
+        model = DetectionModel(record["yaml"], nc=nc)
+    except ModelConfigError as e:
+        raise CheckpointError(f"{source}: its model config cannot be built here: {e}") from None
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit the model built from its config "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    if record.get("names"):
+        model.names = list(record["names"])
+    return model
+
+
+def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bool = True,
+               prefer_ema: bool = True) -> nn.Module:
+    """A model ready for inference from a checkpoint file: fp32, eval mode, optionally fused."""
+    path = attempt_download(weights)
+    ckpt = load_checkpoint(path)
+    record = ckpt.get("ema") if prefer_ema and ckpt.get("ema") is not None else ckpt["model"]
+    model = model_from_record(record, source=str(path))
+    model.eval()
+    if fuse:
+        model.fuse()
+    return model.to(device)
+
+
+def model_record(model: nn.Module, half: bool = False) -> dict:
+    """A model as plain data: its YAML dict, state dict (on CPU), class names and strides."""
+    from utils.torch_utils import de_parallel
+
+    m = de_parallel(model)
+    sd = OrderedDict((k, (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().clone())
+                     for k, v in m.state_dict().items())
+    return {"yaml": dict(m.yaml), "state_dict": sd, "names": list(m.names),
+            "stride": [float(s) for s in m.stride]}
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
+    """Write `ckpt` atomically: a temporary file in the same folder, fsync'ed, then renamed.
+
+    A process killed while saving leaves the previous file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": FORMAT, "date": datetime.datetime.now().isoformat(timespec="seconds"), **ckpt}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def attempt_download(weights: str | Path, timeout: float = 30.0) -> Path:
+    """The local path of `weights`; a missing official name (`yolov5s.pt`) is downloaded.
+
+    Offline, or for any other missing name, raises FileNotFoundError with one clear line
+    saying where the file is expected.
+    """
+    path = Path(str(weights).strip().replace("'", ""))
+    if path.is_file():
+        return path
+    if path.name not in RELEASE_NAMES:
+        raise FileNotFoundError(f"weights {str(weights)!r} not found (looked at {path.resolve()})")
+    url = RELEASE_URL.format(name=path.name)
+    LOGGER.info(f"Downloading {url} to {path.resolve()} ...")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:  # noqa: S310
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, path)
+        return path
+    except Exception as e:
+        path.with_suffix(".part").unlink(missing_ok=True)
+        raise FileNotFoundError(
+            f"weights {path.name} not found locally and the download from {url} failed "
+            f"({type(e).__name__}: {e}); download it yourself and put it at {path.resolve()}") from None

@@ -1,0 +1,40 @@
+"""The project's one logger. Scripts call `set_logging()` once; modules use `LOGGER`."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LOGGER = logging.getLogger("yolov5")
+
+
+def set_logging(verbose: bool = True, rank: int | None = None) -> logging.Logger:
+    """Plain messages on stderr; only rank 0 (or a single process) logs at INFO."""
+    rank = int(os.getenv("RANK", -1)) if rank is None else rank
+    level = logging.INFO if verbose and rank in (-1, 0) else logging.WARNING
+    if not LOGGER.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOGGER.addHandler(handler)
+        LOGGER.propagate = False
+    LOGGER.setLevel(level)
+    return LOGGER
+
+
+def table(rows: list[dict], floatfmt: str = ".3g") -> str:
+    """Render a list of dicts (same keys) as an aligned plain-text table."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+
+    def fmt(v):
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    cells = [[fmt(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+set_logging()
