@@ -32,7 +32,7 @@ def check_img_size(imgsz: int | list[int], s: int = 32, floor: int = 0) -> int |
     if isinstance(imgsz, int):
         new = max(math.ceil(imgsz / s) * s, floor)
     else:
-        new = [max(math.ceil(x / s) * s, floor) for x in imgsz]
+        new = type(imgsz)(max(math.ceil(x / s) * s, floor) for x in imgsz)
     if new != imgsz:
         LOGGER.warning(f"WARNING: --img-size {imgsz} must be a multiple of max stride {s}, updating to {new}")
     return new

@@ -1,0 +1,220 @@
+"""Run a detector on images, folders, globs, `.txt` lists, videos, webcams and streams.
+
+    python detect.py --weights yolov5n.pt --source data/images   # a folder
+    python detect.py --weights best.pt --source 'img/*.jpg' --save-txt --save-conf
+    python detect.py --weights best.pt --source video.mp4        # annotated video out
+    python detect.py --weights best.pt --source 0                # webcam
+
+Results go to runs/detect/exp, exp2, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
+from utils.checkpoint import CheckpointError, load_model  # noqa: E402
+from utils.cli import check_img_size, increment_path, parse_imgsz, print_args  # noqa: E402
+from utils.data.augment import letterbox  # noqa: E402
+from utils.data.sources import iter_frames, video_writer  # noqa: E402
+from utils.device import select_device  # noqa: E402
+from utils.logging import LOGGER  # noqa: E402
+from utils.plots import Annotator, color, save_one_box  # noqa: E402
+from utils.torch_utils import time_sync  # noqa: E402
+
+
+def preprocess(im0: np.ndarray, imgsz: tuple[int, int], stride: int, device: torch.device,
+               half: bool = False) -> torch.Tensor:
+    """BGR HWC uint8 -> letterboxed RGB 1x3xHxW float in [0, 1] on `device`."""
+    im = letterbox(im0, imgsz, stride=stride, auto=True)[0]
+    im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])
+    t = torch.from_numpy(im).to(device)
+    t = t.half() if half else t.float()
+    return (t / 255.0)[None]
+
+
+def describe(det: torch.Tensor, names: list[str]) -> str:
+    """'4 persons, 1 bus' for one image's detections."""
+    if not len(det):
+        return "(no detections)"
+    parts = []
+    for c in det[:, 5].unique():
+        n = int((det[:, 5] == c).sum())
+        parts.append(f"{n} {names[int(c)]}{'s' * (n > 1)}")
+    return ", ".join(parts)
+
+
+@torch.inference_mode()
+def run(
+    weights: str | Path = ROOT / "yolov5s.pt",
+    source: str | Path = ROOT / "data/images",
+    imgsz: tuple[int, int] | int = (640, 640),
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 1000,
+    device: str = "",
+    view_img: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
+    save_crop: bool = False,
+    nosave: bool = False,
+    classes: list[int] | None = None,
+    agnostic_nms: bool = False,
+    augment: bool = False,
+    project: str | Path = ROOT / "runs/detect",
+    name: str = "exp",
+    exist_ok: bool = False,
+    line_thickness: int = 3,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
+    half: bool = False,
+    vid_stride: int = 1,
+) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Detect objects in every frame of `source`; returns the run folder and detections per file
+    (pixel xyxy, conf, class; for videos, the last frame's)."""
+    save_img = not nosave
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+
+    dev = select_device(device)
+    half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
+    model = load_model(weights, dev)
+    if half:
+        model.half()
+    if dev.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    stride = int(model.stride.max())
+    names = list(model.names)
+    imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
+
+    writers: dict[str, cv2.VideoWriter] = {}
+    results: dict[str, torch.Tensor] = {}
+    dt = [0.0, 0.0, 0.0]
+    seen = 0
+    shape = None
+    for fr in iter_frames(source, vid_stride=vid_stride):
+        t0 = time_sync()
+        im = preprocess(fr.image, imgsz, stride, dev, half)
+        if dev.type == "cpu":
+            im = im.contiguous(memory_format=torch.channels_last)
+        t1 = time_sync()
+        pred = model(im, augment=augment)
+        t2 = time_sync()
+        det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]
+        t3 = time_sync()
+        dt[0] += t1 - t0
+        dt[1] += t2 - t1
+        dt[2] += t3 - t2
+        seen += 1
+        shape = im.shape
+
+        im0 = fr.image.copy()
+        p = Path(fr.path)
+        stem = p.stem + (f"_{fr.frame}" if fr.is_video else "")
+        det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape[:2]).round()
+        results[str(p)] = det.cpu()
+        annotator = Annotator(im0, line_width=line_thickness)
+        gn = torch.tensor(im0.shape)[[1, 0, 1, 0]]
+        lines = []
+        for *xyxy, conf, cls in reversed(det.tolist()):
+            c = int(cls)
+            if save_txt:
+                xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
+                row = (c, *xywh, conf) if save_conf else (c, *xywh)
+                lines.append(("%g " * len(row)).rstrip() % row)
+            if save_img or save_crop or view_img:
+                label = None if hide_labels else (names[c] if hide_conf else f"{names[c]} {conf:.2f}")
+                annotator.box_label(xyxy, label or "", color=color(c, bgr=True))
+            if save_crop:
+                save_one_box(xyxy, fr.image, save_dir / "crops" / names[c] / f"{stem}.jpg")
+        if save_txt:
+            (save_dir / "labels" / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+        out = annotator.result()
+        if view_img:
+            _show(str(p), out)
+        if save_img:
+            if fr.is_video:
+                key = str(p)
+                if key not in writers:
+                    writers[key] = video_writer(save_dir / p.name, fr.fps, (out.shape[1], out.shape[0]))
+                writers[key].write(out)
+            else:
+                cv2.imwrite(str(save_dir / p.name), out)
+        LOGGER.info(f"{fr.description}: {im.shape[2]}x{im.shape[3]} {describe(det, names)}, {(t2 - t1) * 1e3:.1f}ms")
+
+    for w in writers.values():
+        w.release()
+    if seen:
+        per = tuple(x / seen * 1e3 for x in dt)
+        LOGGER.info(f"Speed: {per[0]:.1f}ms pre-process, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
+                    f"at shape {tuple(shape)}")
+    if save_txt or save_img or save_crop:
+        n = len(list((save_dir / "labels").glob("*.txt"))) if save_txt else 0
+        LOGGER.info(f"Results saved to {save_dir}" + (f" ({n} label files in {save_dir / 'labels'})" if save_txt else ""))
+    return save_dir, results
+
+
+def _show(title: str, im: np.ndarray) -> None:
+    try:
+        cv2.imshow(title, im)
+        cv2.waitKey(1)
+    except cv2.error:
+        LOGGER.warning("WARNING: --view-img needs a display and an OpenCV build with GUI support; not showing")
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Detect objects with a YOLOv5 (attention) model.")
+    p.add_argument("--weights", nargs="+", type=str, default=[str(ROOT / "yolov5s.pt")], help="model checkpoint")
+    p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
+                   help="file, folder, glob, .txt list, video, webcam index or stream URL")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    p.add_argument("--device", default="", help="cuda device (0 or 0,1) or cpu")
+    p.add_argument("--view-img", action="store_true", help="show results")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
+    p.add_argument("--nosave", action="store_true", help="do not save images/videos")
+    p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
+    p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    p.add_argument("--augment", action="store_true", help="test-time augmentation")
+    p.add_argument("--project", default=str(ROOT / "runs/detect"), help="save results to project/name")
+    p.add_argument("--name", default="exp", help="save results to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--hide-labels", action="store_true", help="hide labels")
+    p.add_argument("--hide-conf", action="store_true", help="hide confidences")
+    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    opt = p.parse_args(argv)
+    if len(opt.weights) > 1:
+        p.error("ensembles of several --weights are not supported; give one checkpoint")
+    opt.weights = opt.weights[0]
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    print_args("detect", opt)
+    try:
+        run(**vars(opt))
+    except (FileNotFoundError, CheckpointError, ValueError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Shared fixtures: the read-only test data in ../shared beside the project root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT.parent / "shared").resolve()
+DATASETS = SHARED / "datasets"
+WEIGHTS_N = SHARED / "weights" / "yolov5n.pt"
+BUS = SHARED / "images" / "bus.jpg"
+ZIDANE = SHARED / "images" / "zidane.jpg"
+
+# Dataset YAMLs with a relative `path` resolve against this folder (tests never download).
+os.environ.setdefault("YOLO_DATASETS_DIR", str(DATASETS))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _require(p: Path) -> Path:
+    if not p.exists():
+        pytest.fail(f"test fixture missing: {p} (the ../shared folder must sit beside the project root)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def weights_n() -> Path:
+    return _require(WEIGHTS_N)
+
+
+@pytest.fixture(scope="session")
+def bus() -> Path:
+    return _require(BUS)
+
+
+@pytest.fixture(scope="session")
+def zidane() -> Path:
+    return _require(ZIDANE)
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    return _require(DATASETS / "coco128")
