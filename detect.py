@@ -83,9 +83,6 @@ def run(
     """Detect objects in every frame of `source`; returns the run folder and detections per file
     (pixel xyxy, conf, class; for videos, the last frame's)."""
     save_img = not nosave
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-
     dev = select_device(device)
     half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
     model = load_model(weights, dev)
@@ -96,6 +93,8 @@ def run(
     stride = int(model.stride.max())
     names = list(model.names)
     imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
 
     writers: dict[str, cv2.VideoWriter] = {}
     results: dict[str, torch.Tensor] = {}

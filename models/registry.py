@@ -80,9 +80,9 @@ def lookup(name: str) -> BlockSpec:
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, list(BLOCKS), n=3)
+        close = difflib.get_close_matches(name, list(BLOCKS), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown module {name!r}.{hint} Registered blocks: see `models.registry.BLOCKS`.") from None
+        raise KeyError(f"unknown module {name!r}.{hint} Known: {', '.join(sorted(BLOCKS))}") from None
 
 
 def attention_names() -> list[str]:

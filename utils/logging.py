@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 LOGGER = logging.getLogger("yolov5")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (so redirection and test capture work)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
 
 
 def set_logging(verbose: bool = True, rank: int | None = None) -> logging.Logger:
@@ -13,7 +26,7 @@ def set_logging(verbose: bool = True, rank: int | None = None) -> logging.Logger
     rank = int(os.getenv("RANK", -1)) if rank is None else rank
     level = logging.INFO if verbose and rank in (-1, 0) else logging.WARNING
     if not LOGGER.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOGGER.addHandler(handler)
         LOGGER.propagate = False

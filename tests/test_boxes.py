@@ -1,0 +1,73 @@
+"""NMS and box helpers on hand-built cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xywhn2xyxy, xyxy2xywh, xyxy2xywhn
+from utils.data.augment import letterbox
+
+
+def pred(rows, nc=3):
+    """rows of (cx, cy, w, h, obj, class scores...) -> (1, n, 5 + nc)."""
+    return torch.tensor([rows], dtype=torch.float32).view(1, len(rows), 5 + nc)
+
+
+def test_box_conversions_roundtrip():
+    b = torch.tensor([[10.0, 20.0, 30.0, 60.0]])
+    assert xyxy2xywh(b).tolist() == [[20.0, 40.0, 20.0, 40.0]]
+    torch.testing.assert_close(xywh2xyxy(xyxy2xywh(b)), b)
+    n = xyxy2xywhn(b, w=100, h=200)
+    np.testing.assert_allclose(xywhn2xyxy(np.asarray(n), w=100, h=200), b.numpy(), rtol=1e-6)
+
+
+def test_scores_are_obj_times_class_and_thresholded():
+    p = pred([[50, 50, 20, 20, 0.9, 0.1, 0.8, 0.1],  # score 0.72, class 1
+              [150, 150, 20, 20, 0.5, 0.4, 0.1, 0.1]])  # score 0.20 < 0.25
+    (det,) = non_max_suppression(p, conf_thres=0.25)
+    assert det.shape == (1, 6)
+    torch.testing.assert_close(det[0], torch.tensor([40.0, 40.0, 60.0, 60.0, 0.72, 1.0]))
+
+
+def test_overlap_suppressed_per_class_unless_agnostic():
+    p = pred([[50, 50, 20, 20, 0.9, 0.9, 0.0, 0.0],
+              [51, 50, 20, 20, 0.8, 0.9, 0.0, 0.0],  # same class, IoU ~0.9: suppressed
+              [52, 50, 20, 20, 0.7, 0.0, 0.9, 0.0]])  # other class: kept unless agnostic
+    (det,) = non_max_suppression(p, 0.25, 0.45)
+    assert det[:, 5].tolist() == [0.0, 1.0]
+    (det,) = non_max_suppression(p, 0.25, 0.45, agnostic=True)
+    assert det[:, 5].tolist() == [0.0]
+
+
+def test_class_filter_max_det_and_multi_label():
+    rows = [[20 + 40 * i, 50, 20, 20, 0.9, 0.5, 0.6, 0.0] for i in range(5)]
+    p = pred(rows)
+    assert len(non_max_suppression(p, 0.25, 0.45, max_det=3)[0]) == 3
+    (det,) = non_max_suppression(p, 0.25, 0.45, classes=[0])
+    assert len(det) == 0  # the best class of every box is 1
+    (det,) = non_max_suppression(p, 0.25, 0.45, multi_label=True)
+    assert sorted(det[:, 5].tolist()) == [0.0] * 5 + [1.0] * 5
+    (det,) = non_max_suppression(p, 0.25, 0.45, multi_label=True, classes=[0])
+    assert det[:, 5].tolist() == [0.0] * 5
+
+
+def test_empty_and_invalid_thresholds():
+    p = torch.zeros(2, 10, 8)
+    out = non_max_suppression(p)
+    assert len(out) == 2 and all(o.shape == (0, 6) for o in out)
+    with pytest.raises(ValueError, match="conf_thres"):
+        non_max_suppression(p, conf_thres=1.5)
+
+
+def test_letterbox_and_scale_boxes_invert_each_other():
+    im = np.zeros((1080, 810, 3), np.uint8)
+    out, ratio, (dw, dh) = letterbox(im, 640, auto=True, stride=32)
+    assert out.shape == (640, 480, 3) and ratio == (640 / 1080, 640 / 1080)
+    out, ratio, (dw, dh) = letterbox(im, 640, auto=False)
+    assert out.shape == (640, 640, 3) and dw == pytest.approx(80.0, abs=0.5)
+    box = torch.tensor([[100.0, 200.0, 400.0, 900.0]])
+    r = ratio[0]
+    boxed = torch.tensor([[100 * r + dw, 200 * r + dh, 400 * r + dw, 900 * r + dh]])
+    torch.testing.assert_close(scale_boxes((640, 640), boxed, (1080, 810)), box, atol=1e-3, rtol=0)

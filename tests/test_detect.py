@@ -1,0 +1,117 @@
+"""detect.py against the reference detections of the official yolov5n on bus.jpg and zidane.jpg."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import detect
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# class, x1, y1, x2, y2, conf: measured with upstream YOLOv5 on these files (see the issue)
+REFERENCE = {
+    "bus": [(5, 23, 228, 806, 781, 0.492), (0, 0, 573, 72, 893, 0.519), (0, 216, 409, 346, 865, 0.787),
+            (0, 683, 367, 810, 881, 0.805), (0, 55, 398, 211, 889, 0.876)],
+    "zidane": [(27, 436, 434, 503, 712, 0.268), (0, 134, 181, 742, 720, 0.412), (0, 743, 40, 1154, 715, 0.788)],
+}
+SIZES = {"bus": (810, 1080), "zidane": (1280, 720)}
+
+
+def read_labels(path: Path, w: int, h: int) -> list[tuple]:
+    rows = []
+    for line in path.read_text().splitlines():
+        c, cx, cy, bw, bh, conf = map(float, line.split())
+        rows.append((int(c), (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h, conf))
+    return sorted(rows, key=lambda r: r[5])
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, weights_n, shared):
+    """The acceptance command, run once as a user would."""
+    project = tmp_path_factory.mktemp("detect")
+    cmd = [sys.executable, str(ROOT / "detect.py"), "--weights", str(weights_n), "--source", str(shared / "images"),
+           "--save-txt", "--save-conf", "--project", str(project)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return project / "exp", out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("name", ["bus", "zidane"])
+def test_reference_detections(reference_run, name):
+    save_dir, _ = reference_run
+    got = read_labels(save_dir / "labels" / f"{name}.txt", *SIZES[name])
+    want = sorted(REFERENCE[name], key=lambda r: r[5])
+    assert len(got) == len(want), got
+    for g, w in zip(got, want):
+        assert g[0] == w[0]
+        assert np.abs(np.array(g[1:5]) - np.array(w[1:5])).max() <= 2, (g, w)
+        assert abs(g[5] - w[5]) <= 0.01, (g, w)
+
+
+def test_output_files_and_log_lines(reference_run):
+    save_dir, log = reference_run
+    assert (save_dir / "bus.jpg").is_file() and (save_dir / "zidane.jpg").is_file()
+    im = cv2.imread(str(save_dir / "bus.jpg"))
+    assert im.shape == (1080, 810, 3)
+    assert "bus.jpg: 640x480 4 persons, 1 bus," in log
+    assert "zidane.jpg: 384x640 2 persons, 1 tie," in log
+    assert "Speed:" in log
+
+
+def test_folder_glob_txt_sources_and_flags(tmp_path, weights_n, bus, zidane):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(bus, imgs / "a.jpg")
+    shutil.copy(zidane, imgs / "b.jpg")
+    (imgs / "notes.md").write_text("not an image")
+    lst = tmp_path / "list.txt"
+    lst.write_text("imgs/b.jpg\n")
+    kw = dict(weights=weights_n, imgsz=320, project=tmp_path / "runs", device="cpu")
+
+    d, res = detect.run(source=imgs, **kw)  # folder: both images, annotated copies saved
+    assert sorted(Path(k).name for k in res) == ["a.jpg", "b.jpg"]
+    assert sorted(p.name for p in d.iterdir()) == ["a.jpg", "b.jpg"]
+
+    d, res = detect.run(source=str(imgs / "*.jpg"), nosave=True, save_txt=True, **kw)  # glob
+    assert d.name == "exp2"
+    assert sorted(p.name for p in d.iterdir()) == ["labels"]  # --nosave: no images
+    assert sorted(p.name for p in (d / "labels").iterdir()) == ["a.txt", "b.txt"]
+    assert all(len(ln.split()) == 5 for ln in (d / "labels" / "a.txt").read_text().splitlines())
+
+    d, res = detect.run(source=lst, save_crop=True, classes=[0], nosave=True, **kw)  # .txt list, crops, class filter
+    assert list(res) == [str(imgs / "b.jpg")]
+    assert (res[str(imgs / "b.jpg")][:, 5] == 0).all()
+    crops = list((d / "crops").rglob("*.jpg"))
+    assert crops and {p.parent.name for p in crops} == {"person"}
+    assert len(crops) == len(res[str(imgs / "b.jpg")])
+
+
+def test_video_source_writes_annotated_video(tmp_path, weights_n, bus):
+    im = cv2.resize(cv2.imread(str(bus)), (320, 416))
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (320, 416))
+    for k in range(4):
+        w.write(np.roll(im, 8 * k, axis=1))
+    w.release()
+    d, res = detect.run(weights=weights_n, source=video, imgsz=320, project=tmp_path / "runs", save_txt=True)
+    out = cv2.VideoCapture(str(d / "clip.mp4"))
+    assert int(out.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    ok, frame = out.read()
+    assert ok and frame.shape == (416, 320, 3)
+    assert sorted(p.name for p in (d / "labels").iterdir()) == [f"clip_{i}.txt" for i in range(1, 5)]
+
+
+def test_missing_source_and_weights_are_clear(tmp_path, weights_n, capsys):
+    assert detect.main(["--weights", str(weights_n), "--source", str(tmp_path / "nope"),
+                        "--project", str(tmp_path)]) == 2
+    assert "nope' does not exist" in capsys.readouterr().err
+    assert detect.main(["--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path),
+                        "--project", str(tmp_path)]) == 2
+    assert "missing.pt' not found" in capsys.readouterr().err
