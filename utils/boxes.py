@@ -6,13 +6,9 @@ normalised to [0, 1] by the image width and height.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torchvision
-
-from utils.logging import LOGGER
 
 Array = torch.Tensor | np.ndarray
 
@@ -99,7 +95,6 @@ def non_max_suppression(
     max_det: int = 300,
     max_nms: int = 30000,
     max_wh: int = 7680,
-    time_limit: float | None = None,
 ) -> list[torch.Tensor]:
     """Filter raw YOLOv5 predictions to detections, one (n, 6) tensor per image.
 
@@ -118,8 +113,6 @@ def non_max_suppression(
         prediction = prediction[0]
     bs, nc = prediction.shape[0], prediction.shape[2] - 5
     multi_label &= nc > 1
-    time_limit = time_limit if time_limit is not None else 0.5 + 0.05 * bs
-    t0 = time.time()
     device = prediction.device
     out = [torch.zeros((0, 6), device=device)] * bs
     candidates = prediction[..., 4] > conf_thres
@@ -145,7 +138,4 @@ def non_max_suppression(
         offsets = det[:, 5:6] * (0 if agnostic else max_wh)  # separate classes in space
         keep = torchvision.ops.nms(det[:, :4] + offsets, det[:, 4], iou_thres)[:max_det]
         out[i] = det[keep]
-        if time.time() - t0 > time_limit:
-            LOGGER.warning(f"WARNING: NMS time limit {time_limit:.3f}s exceeded; remaining images skipped")
-            break
     return out

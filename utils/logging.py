@@ -51,3 +51,25 @@ def table(rows: list[dict], floatfmt: str = ".3g") -> str:
 
 
 set_logging()
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A GitHub markdown table of a list of dicts (same keys)."""
+    keys = list(rows[0]) if rows else []
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict], stem: str | os.PathLike, note: str = "") -> None:
+    """Write benchmark rows as `<stem>.csv` and `<stem>.md` (the note goes above the markdown table)."""
+    import csv
+    from pathlib import Path
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        w.writeheader()
+        w.writerows(rows)
+    stem.with_suffix(".md").write_text((note.strip() + "\n\n" if note else "") + markdown_table(rows))
