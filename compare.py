@@ -1,0 +1,349 @@
+"""Compare model configs: cost (parameters, GFLOPs, latency, memory) and, if asked, accuracy.
+
+    # cost only, every CBAM/CA variant against the baseline, at 640
+    python compare.py --cfg yolov5s.yaml 'models/attention/yolov5s_C*.yaml' --imgsz 640
+
+    # plus short fine-tuning runs from official weights, 2 seeds each
+    python compare.py --cfg yolov5n.yaml yolov5n_CBAM.yaml yolov5n_CA.yaml --weights yolov5n.pt \\
+        --data coco128.yaml --imgsz 320 --epochs 3 --seeds 2 --name zoo
+
+Every config is trained with the same hyperparameters, epochs, batch size and seeds. The
+first config is the baseline. With several seeds, each config's mAP is reported as mean and
+standard deviation, and a difference from the baseline is marked "within noise" when it is
+smaller than the two spreads added (std of the baseline + std of the config).
+
+Outputs in runs/compare/<name>/: results.csv, results.md (a table ready for the README),
+map_vs_latency.png, map_vs_params.png, training_curves.png, and runs.jsonl — one line per
+finished measurement. Running the same command again skips what runs.jsonl already holds
+(same config and settings), so an interrupted comparison resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
+
+COST_KEYS = ("imgsz", "threads", "runs")
+TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
+
+
+def expand_cfgs(items: list[str]) -> list[str]:
+    """Config names, paths and globs -> a list without duplicates, in the order given."""
+    out: list[str] = []
+    for it in items:
+        matches = sorted(glob.glob(it)) if any(c in it for c in "*?[") else [it]
+        if not matches:
+            raise FileNotFoundError(f"--cfg {it!r} matches no file")
+        out += [m for m in matches if m not in out]
+    return out
+
+
+def run_key(kind: str, cfg: str, settings: dict, seed: int | None = None) -> str:
+    """Identity of one measurement: the same key means it was already done."""
+    blob = json.dumps({"kind": kind, "cfg": Path(cfg).name, "seed": seed, **settings}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def load_done(path: Path) -> dict[str, dict]:
+    """Finished measurements by key (a half-written last line from a kill is ignored)."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return done
+
+
+def append_done(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec, default=str) + "\n")
+        f.flush()
+
+
+def _rss_kb() -> int:
+    """Resident memory of this process now, in kB (Linux); 0 where /proc is missing."""
+    try:
+        import os
+
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, q) -> None:
+    """Runs in a fresh process, so its peak memory belongs to this model alone."""
+    import resource
+
+    import torch
+
+    from models.yolo import DetectionModel
+    from utils.torch_utils import count_flops
+
+    try:
+        torch.set_num_threads(threads)
+        model = DetectionModel(cfg, nc=nc).eval()
+        params = sum(p.numel() for p in model.parameters())
+        fused = copy.deepcopy(model).fuse()
+        x = torch.rand(1, 3, imgsz, imgsz)
+        rss0 = _rss_kb()
+        times = []
+        with torch.inference_mode():
+            for i in range(runs + 3):
+                t0 = time.perf_counter()
+                fused(x)
+                if i >= 3:
+                    times.append((time.perf_counter() - t0) * 1e3)
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        gflops = count_flops(model, imgsz)  # after timing: its own copies must not inflate the peak
+        model = fused
+        gpu_ms = None
+        if torch.cuda.is_available():
+            m, xg = model.cuda(), x.cuda()
+            gt = []
+            with torch.inference_mode():
+                for i in range(runs + 3):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    m(xg)
+                    torch.cuda.synchronize()
+                    if i >= 3:
+                        gt.append((time.perf_counter() - t0) * 1e3)
+            gpu_ms = statistics.median(gt)
+        q.put({"params": params, "gflops": round(gflops, 2), "cpu_ms": round(statistics.median(times), 1),
+               "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
+    except Exception as e:  # reported by the parent with the config's name
+        q.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None) -> dict:
+    """Parameters, GFLOPs, median fused CPU latency (batch 1), GPU latency, peak inference memory."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, q))
+    p.start()
+    res = q.get()
+    p.join()
+    if "error" in res:
+        raise RuntimeError(f"{cfg}: cost measurement failed: {res['error']}")
+    return res
+
+
+def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) -> dict:
+    """One short training run; returns the final metrics and the path of its results.csv."""
+    import train
+
+    name = f"{Path(cfg).stem}_seed{seed}"
+    out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
+                    batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
+                    project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True)
+    save_dir = Path(out["save_dir"])
+    return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
+            "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1)}
+
+
+def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]) -> list[dict]:
+    """One row per config: cost, accuracy mean/std over seeds, difference from the baseline."""
+    rows = []
+    base = cfgs[0]
+    base_params = cost[base]["params"]
+
+    def stats(cfg: str, key: str) -> tuple[float, float]:
+        vals = [r[key] for r in acc.get(cfg, [])]
+        if not vals:
+            return float("nan"), float("nan")
+        return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+    b_mean, b_std = stats(base, "map")
+    for cfg in cfgs:
+        c = cost[cfg]
+        row = {"config": Path(cfg).stem, "params": c["params"],
+               "Δparams": f"{(c['params'] - base_params) / base_params * 100:+.2f}%",
+               "GFLOPs": c["gflops"], "CPU ms": c["cpu_ms"]}
+        if any(v.get("gpu_ms") is not None for v in cost.values()):
+            row["GPU ms"] = c.get("gpu_ms")
+        row["peak MB"] = c["peak_mem_mb"]
+        if acc:
+            m50, s50 = stats(cfg, "map50")
+            m, s = stats(cfg, "map")
+            n = len(acc.get(cfg, []))
+            row.update({"seeds": n, "mAP50": _pm(m50, s50, n), "mAP50-95": _pm(m, s, n)})
+            if cfg == base:
+                row["Δ mAP50-95"] = "baseline"
+            else:
+                d = m - b_mean
+                noise = (s + b_std) if n > 1 else float("nan")
+                verdict = "" if math.isnan(noise) else (" (within noise)" if abs(d) <= noise else "")
+                row["Δ mAP50-95"] = f"{d:+.3f}{verdict}"
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+
+
+def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cfgs: list[str], out: Path) -> list[Path]:
+    """mAP against latency and against parameters; every run's training curve on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    files = []
+    if acc:
+        for xkey, fname, xlabel in (("cpu_ms", "map_vs_latency.png", "CPU latency, batch 1 (ms)"),
+                                    ("params", "map_vs_params.png", "parameters (M)")):
+            fig, ax = plt.subplots(figsize=(7, 5), tight_layout=True)
+            for cfg in cfgs:
+                vals = [r["map"] for r in acc.get(cfg, [])]
+                if not vals:
+                    continue
+                x = cost[cfg][xkey] / (1e6 if xkey == "params" else 1)
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                ax.errorbar(x, statistics.fmean(vals), yerr=sd, fmt="o", capsize=3)
+                ax.annotate(Path(cfg).stem, (x, statistics.fmean(vals)), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("mAP50-95 (mean ± std over seeds)")
+            ax.grid(alpha=0.3)
+            fig.savefig(out / fname, dpi=150)
+            plt.close(fig)
+            files.append(out / fname)
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), tight_layout=True)
+        for k, cfg in enumerate(cfgs):
+            for r in acc.get(cfg, []):
+                csv = Path(r.get("results_csv", ""))
+                if not csv.is_file():
+                    continue
+                df = pd.read_csv(csv)
+                df.columns = [c.strip() for c in df.columns]
+                ycol = next((c for c in df.columns if "mAP_0.5:0.95" in c or "mAP50-95" in c), None)
+                lcol = next((c for c in df.columns if c.startswith("train/box")), None)
+                style = dict(color=f"C{k % 10}", alpha=0.8, label=Path(cfg).stem if r is acc[cfg][0] else None)
+                if ycol:
+                    axes[0].plot(df["epoch"], df[ycol], **style)
+                if lcol:
+                    axes[1].plot(df["epoch"], df[lcol], **style)
+        axes[0].set_title("val mAP50-95")
+        axes[1].set_title("train box loss")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.savefig(out / "training_curves.png", dpi=150)
+        plt.close(fig)
+        files.append(out / "training_curves.png")
+    return files
+
+
+def run(cfg: list[str], data: str | None = None, weights: str | None = None, imgsz: int = 640, epochs: int = 0,
+        seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
+        device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
+        name: str = "exp") -> dict:
+    """Measure every config (see the module docstring); returns the rows and output paths."""
+    cfgs = expand_cfgs(cfg)
+    out = Path(project) / name
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "runs.jsonl"
+    done = load_done(log)
+    opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
+                             hyp=hyp, workers=workers, device=device)
+    cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
+    train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
+
+    cost: dict[str, dict] = {}
+    acc: dict[str, list[dict]] = {}
+    for c in cfgs:
+        key = run_key("cost", c, cost_settings)
+        if key in done:
+            LOGGER.info(f"{Path(c).stem}: cost already measured, skipped")
+            cost[c] = done[key]["result"]
+        else:
+            LOGGER.info(f"{Path(c).stem}: measuring cost at {imgsz} ...")
+            cost[c] = measure_cost(c, imgsz, threads, runs, nc)
+            append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
+        if epochs > 0:
+            if not data:
+                raise ValueError("training runs (--epochs > 0) need --data")
+            for seed in range(seeds):
+                key = run_key("train", c, train_settings, seed)
+                if key in done:
+                    LOGGER.info(f"{Path(c).stem} seed {seed}: already trained, skipped")
+                    res = done[key]["result"]
+                else:
+                    LOGGER.info(f"{Path(c).stem} seed {seed}: training {epochs} epochs ...")
+                    res = train_once(c, seed, opt, out / "train")
+                    append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed,
+                                      "settings": train_settings, "result": res})
+                acc.setdefault(c, []).append(res)
+
+    rows = summarise(cfgs, cost, acc)
+    note = (f"Measured by `compare.py` at {imgsz}px: CPU latency = median of {runs} fused forward passes, batch 1, "
+            f"{threads} threads; peak MB = resident-memory growth during inference.")
+    if acc:
+        note += (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'},"
+                 f" batch {batch_size}, {seeds} seed(s); mean ± std over seeds; 'within noise' = |Δ| ≤ std(config) +"
+                 " std(baseline).")
+    write_results(rows, out / "results", note=note)
+    plots = plot(rows, cost, acc, cfgs, out)
+    LOGGER.info("\n" + table(rows))
+    LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
+    return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots}
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Compare model configs: cost and (optionally) accuracy.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--cfg", nargs="+", required=True, help="configs (names, paths or globs); the first is the baseline")
+    p.add_argument("--data", default=None, help="dataset YAML for the training runs")
+    p.add_argument("--weights", default=None, help="pretrained weights to fine-tune from (default: scratch)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--epochs", type=int, default=0, help="training epochs per run (0: cost only)")
+    p.add_argument("--seeds", type=int, default=1, help="training runs per config, seeds 0..K-1")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--hyp", default=None, help="hyperparameter YAML (default: train.py's)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
+    p.add_argument("--runs", type=int, default=20, help="timed forward passes per config")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--nc", type=int, default=None, help="number of classes for the cost measurement")
+    p.add_argument("--project", default=str(ROOT / "runs/compare"))
+    p.add_argument("--name", default="exp")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    try:
+        run(**vars(opt))
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
