@@ -1,0 +1,126 @@
+"""Shared machinery of the attention blocks: the identity-start gate, fp32 attention, group counts.
+
+Identity start
+--------------
+Every block derives from :class:`AttentionBlock`, which owns one scalar parameter ``gate``
+and returns ``x + gate * (f(x) - x)`` where ``f`` is the block as its paper defines it.
+``gate`` is created at construction and initialised to 1, so a freshly built block *is* the
+paper's block; :meth:`AttentionBlock.identity_start` sets it to 0, which makes the block the
+identity while ``gate`` still receives a gradient (``dL/dgate = <dL/dout, f(x) - x>``), so a
+block inserted into a pretrained network starts as a no-op and is faded in by training
+(ReZero-style). Because the parameter always exists, a checkpoint (YAML + state dict) rebuilds
+the same module tree whether or not identity start was used; the gate's value travels in the
+state dict. State dicts written without a gate (other YOLOv5 forks) load as gate = 1.
+
+Blocks whose paper already has a zero-initialised residual scale (DANet's alpha/beta,
+CCNet's gamma, the non-local block's last batch-norm scale) start as the identity anyway;
+for them ``identity_start`` zeroes those scales and leaves ``gate`` at 1. Zeroing both would
+deadlock training: each factor's gradient is proportional to the other one.
+
+Parameter counts therefore are "paper formula + 1" for every block (see the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+
+class AttentionBlock(nn.Module):
+    """Base class: a shape-preserving block ``f`` mixed with its input by a scalar ``gate``.
+
+    Subclasses implement :meth:`attend` (the paper's block, returning a tensor of the input's
+    shape and dtype) and never override :meth:`forward`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.ones(1))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.attend(x)
+        if y.dtype != x.dtype:  # e.g. a LayerNorm or fp32 section under autocast
+            y = y.to(x.dtype)
+        return x + self.gate.to(x.dtype) * (y - x)
+
+    @torch.no_grad()
+    def identity_start(self) -> AttentionBlock:
+        """Make the block the identity map (for insertion into a pretrained network)."""
+        self.gate.zero_()
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # Weights from code without the gate: the paper form, gate = 1.
+        if prefix + "gate" not in state_dict:
+            state_dict[prefix + "gate"] = torch.ones_like(self.gate)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def identity_start(model: nn.Module) -> int:
+    """Call :meth:`AttentionBlock.identity_start` on every attention block in `model`; returns how many."""
+    blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]
+    for m in blocks:
+        m.identity_start()
+    return len(blocks)
+
+
+@contextlib.contextmanager
+def full_precision(x: torch.Tensor) -> Iterator[None]:
+    """Disable autocast on `x`'s device: attention maps overflow in fp16 (cast operands with .float())."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        yield
+
+
+def fit_groups(c: int, groups: int, multiple: int = 1) -> int:
+    """The largest g <= `groups` such that `c` is divisible by g * `multiple` (at least 1).
+
+    Lets a block's paper group count (e.g. 32 or 64) adapt to width-scaled channel counts.
+    """
+    for g in range(min(groups, c // multiple), 0, -1):
+        if c % (g * multiple) == 0:
+            return g
+    if c % multiple:
+        raise ValueError(f"{c} channels cannot be split into groups of a multiple of {multiple}")
+    return 1
+
+
+def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0,
+                      bias: Callable[[int, int], torch.Tensor] | None = None,
+                      max_elements: int = 1 << 25) -> torch.Tensor:
+    """``softmax(q @ k^T * scale + bias) @ v`` in fp32, chunked over queries to bound memory.
+
+    q: (B, M, Nq, D), k: (B, M, Nk, D), v: (B, M, Nk, Dv) -> (B, M, Nq, Dv) in fp32.
+    `bias(start, end)` returns the additive logits for queries ``start:end``
+    (broadcastable to (B, M, end - start, Nk)). The logits of at most `max_elements` entries
+    exist at once, so global attention at high resolution needs O(N) extra memory at inference
+    (training still stores every chunk's softmax for the backward pass). Explicit matmuls (not
+    `scaled_dot_product_attention`) keep the products visible to FLOP counters and ONNX.
+    """
+    with full_precision(q):
+        q, k, v = q.float(), k.float(), v.float()
+        b, m, n, _ = q.shape
+        chunk = max(1, max_elements // max(1, b * m * k.shape[2]))
+        kt = k.transpose(-1, -2)
+        outs = []
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            logits = (q[:, :, s:e] @ kt) * scale
+            if bias is not None:
+                logits = logits + bias(s, e)
+            outs.append(logits.softmax(-1) @ v)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 2)
+
+
+def odd_kernel(c: int, gamma: float = 2.0, b: float = 1.0) -> int:
+    """ECA's adaptive kernel size: the odd integer nearest above |log2(c) / gamma + b / gamma|."""
+    t = int(abs(math.log2(c) / gamma + b / gamma))
+    return t if t % 2 else t + 1
