@@ -1,0 +1,132 @@
+"""COCO-format interchange: detection export, ground truth built from YOLO labels, pycocotools.
+
+COCO's official category ids run from 1 to 90 with ten ids unused; YOLO datasets number the
+80 used classes 0..79. :data:`COCO80_TO_91` maps the latter to the former.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from utils.logging import LOGGER
+
+# the ten ids of the 1..90 range that COCO 2014/2017 never use
+_COCO_UNUSED_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
+COCO80_TO_91: list[int] = [i for i in range(1, 91) if i not in _COCO_UNUSED_IDS]
+
+COCO_NAMES: list[str] = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+]
+
+
+def is_coco_classes(names: list[str] | dict | None) -> bool:
+    """True when a dataset's class list is COCO's 80 classes in COCO order."""
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    return names is not None and list(names) == COCO_NAMES
+
+
+def category_map(names: list[str] | dict | None) -> list[int]:
+    """Class index -> COCO category id: COCO's 80 -> 91 ids for COCO classes, else the index itself."""
+    n = len(names) if names is not None else 0
+    return list(COCO80_TO_91) if is_coco_classes(names) else list(range(max(n, 1000)))
+
+
+def image_id(path: str | Path) -> int | str:
+    """The COCO image id of a file: its stem as an int when numeric (COCO file names), else the stem."""
+    stem = Path(path).stem
+    return int(stem) if stem.isnumeric() else stem
+
+
+def detections_to_json(detections, path: str | Path, class_map: list[int]) -> list[dict]:
+    """COCO result records for one image's detections (n, 6) ``x1 y1 x2 y2 conf cls`` in the
+    original image's pixels: bbox becomes ``[x_left, y_top, width, height]``."""
+    d = detections.detach().cpu().numpy() if hasattr(detections, "detach") else np.asarray(detections)
+    iid = image_id(path)
+    out = []
+    for x1, y1, x2, y2, conf, cls in d.tolist():
+        out.append({"image_id": iid, "category_id": class_map[int(cls)],
+                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                    "score": round(conf, 5)})
+    return out
+
+
+def build_gt_json(images: list[tuple[str | Path, int, int, np.ndarray]], names: list[str] | dict,
+                  class_map: list[int] | None = None) -> dict:
+    """A COCO ground-truth dict from YOLO labels.
+
+    `images` holds one ``(path, height, width, labels)`` per image, labels (n, 5) as
+    ``cls, cx, cy, w, h`` normalised to the image (the YOLO label file's content). Boxes
+    become pixel ``[x_left, y_top, width, height]``; area is the box area; nothing is crowd.
+    """
+    class_map = class_map if class_map is not None else category_map(names)
+    name_list = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    gt = {"info": {"description": "ground truth built from YOLO labels"}, "licenses": [],
+          "images": [], "annotations": [],
+          "categories": [{"id": class_map[i], "name": str(n), "supercategory": ""}
+                         for i, n in enumerate(name_list)]}
+    ann_id = 1
+    for path, h, w, labels in images:
+        iid = image_id(path)
+        gt["images"].append({"id": iid, "file_name": Path(path).name, "height": int(h), "width": int(w)})
+        lb = np.asarray(labels, dtype=np.float64).reshape(-1, 5)
+        for cls, cx, cy, bw, bh in lb.tolist():
+            pw, ph = bw * w, bh * h
+            gt["annotations"].append({"id": ann_id, "image_id": iid, "category_id": class_map[int(cls)],
+                                      "bbox": [(cx * w) - pw / 2, (cy * h) - ph / 2, pw, ph],
+                                      "area": pw * ph, "iscrowd": 0})
+            ann_id += 1
+    return gt
+
+
+def write_json(obj, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    return path
+
+
+def coco_eval(anno_json: str | Path, pred_json: str | Path, img_ids: list | None = None,
+              verbose: bool = True) -> tuple[float, float]:
+    """Score COCO-format detections with pycocotools; returns (mAP50-95, mAP50).
+
+    Raises ImportError when pycocotools is missing. With `img_ids` only those images are
+    scored (an annotation file usually covers more images than were validated).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        gt = COCO(str(anno_json))
+    preds = json.loads(Path(pred_json).read_text())
+    if not preds:
+        LOGGER.warning(f"WARNING: {pred_json} holds no detections; COCO mAP is 0")
+        return 0.0, 0.0
+    with quiet:
+        dt = gt.loadRes(preds)
+    ev = COCOeval(gt, dt, "bbox")
+    if img_ids is not None:
+        ev.params.imgIds = list(img_ids)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    if verbose:
+        LOGGER.info(buf.getvalue().rstrip())
+    return float(ev.stats[0]), float(ev.stats[1])
