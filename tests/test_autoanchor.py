@@ -1,0 +1,69 @@
+"""AutoAnchor: BPR metric, k-means + evolution, in-place replacement only when better."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.yolo import DetectionModel
+from utils.autoanchor import anchor_metrics, check_anchors, kmean_anchors, label_wh
+
+
+def _labels(rng: np.random.Generator, n_img: int = 40, sizes=((0.05, 0.05), (0.2, 0.1), (0.5, 0.6))):
+    out = []
+    for _ in range(n_img):
+        rows = []
+        for w, h in sizes:
+            j = rng.uniform(0.9, 1.1, 2)
+            rows.append([0, 0.5, 0.5, w * j[0], h * j[1]])
+        out.append(np.array(rows))
+    return np.array([[640, 480]] * n_img), out
+
+
+def test_label_wh_scales_long_side():
+    shapes = np.array([[640, 320], [100, 200]])
+    labels = [np.array([[0, 0.5, 0.5, 0.5, 0.5]]), np.array([[1, 0.5, 0.5, 1.0, 0.25], [2, 0.1, 0.1, 0.1, 0.1]])]
+    wh = label_wh(shapes, labels, imgsz=320)
+    assert np.allclose(wh, [[160, 80], [160, 80], [16, 32]])
+
+
+def test_anchor_metrics_by_hand():
+    anchors = np.array([[10.0, 10.0]])
+    wh = np.array([[10.0, 10.0], [39.0, 10.0], [41.0, 10.0], [10.0, 2.0]])
+    bpr, aat = anchor_metrics(anchors, wh, thr=4.0)
+    assert bpr == pytest.approx(0.5)  # 41 px is > 4x, 2 px is 5x smaller
+    assert aat == pytest.approx(0.5)
+
+
+def test_kmeans_finds_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.array([[10, 12], [60, 40], [200, 260]], dtype=float)
+    wh = np.concatenate([c * rng.uniform(0.95, 1.05, (200, 2)) for c in centers])
+    k = kmean_anchors(wh, n=3, img_size=640, gen=200, rng=rng, verbose=False)
+    assert k.shape == (3, 2)
+    assert np.all(np.diff(k.prod(1)) > 0)  # sorted by area
+    assert np.allclose(k, centers, rtol=0.15)
+    assert anchor_metrics(k, wh)[0] == 1.0
+
+
+def test_check_anchors_keeps_good_anchors():
+    m = DetectionModel("yolov5n.yaml", nc=1)
+    before = m.model[-1].anchors.clone()
+    shapes, labels = _labels(np.random.default_rng(1))
+    out = check_anchors(m, shapes, labels, thr=4.0, imgsz=320)
+    assert out["bpr"] >= 0.98 and not out["replaced"]
+    assert torch.equal(m.model[-1].anchors, before)
+
+
+def test_check_anchors_replaces_poor_anchors():
+    tiny = [[2, 2, 2, 3, 3, 2]] * 3  # pixels; every box is far larger than 4x
+    m = DetectionModel({**DetectionModel("yolov5n.yaml").yaml, "anchors": tiny, "nc": 1})
+    shapes, labels = _labels(np.random.default_rng(2))
+    out = check_anchors(m, shapes, labels, thr=4.0, imgsz=320, gen=300)
+    assert out["bpr"] < 0.98 and out["replaced"] and out["new_bpr"] > 0.98
+    det = m.model[-1]
+    px = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2)
+    assert torch.all(px[1:].prod(1) >= px[:-1].prod(1))  # small anchors on small strides
+    # in stride units: level-0 anchors divided by 8
+    assert anchor_metrics(px.numpy(), label_wh(shapes, labels, 320))[0] == pytest.approx(out["new_bpr"], abs=0.02)

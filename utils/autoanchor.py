@@ -1,0 +1,156 @@
+"""AutoAnchor: check that the model's anchors fit the dataset's boxes, evolve new ones if not.
+
+A label box "fits" an anchor when neither side ratio exceeds ``thr`` (``anchor_t`` in the
+hyperparameters, 4.0 by default): that is exactly the condition the loss uses to assign
+targets to anchors. The best possible recall (BPR) is the share of label boxes with at
+least one fitting anchor. When it is below 0.98, new anchors are computed by k-means on the
+(whitened) label widths and heights, then refined by a simple genetic search that mutates
+them and keeps any mutation that raises the fitness; they replace the old anchors only if
+their BPR is higher.
+
+Label sizes are measured at training resolution: each image scaled so its long side is
+``imgsz``, with a random 0.9-1.1 jitter standing in for the scale augmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.cluster.vq import kmeans
+
+from utils.logging import LOGGER
+
+PREFIX = "AutoAnchor: "
+MIN_BPR = 0.98
+
+
+def label_wh(shapes: np.ndarray, labels: Sequence[np.ndarray], imgsz: int = 640,
+             rng: np.random.Generator | None = None, jitter: float = 0.1) -> np.ndarray:
+    """Label box (w, h) in pixels at training size; `shapes` are image (w, h), labels rows (cls, x, y, w, h)."""
+    shapes = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
+    sizes = imgsz * shapes / shapes.max(1, keepdims=True)
+    if rng is not None and jitter:
+        sizes = sizes * rng.uniform(1 - jitter, 1 + jitter, size=(len(sizes), 1))
+    parts = [np.asarray(lb, dtype=np.float64).reshape(-1, 5)[:, 3:5] * s for s, lb in zip(sizes, labels)]
+    return np.concatenate(parts, 0) if parts else np.zeros((0, 2))
+
+
+def _ratio_metric(anchors: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """(n, k) worst side ratio of each box to each anchor, as min(r, 1/r) in (0, 1]."""
+    r = wh[:, None] / anchors[None]
+    return np.minimum(r, 1 / r).min(2)
+
+
+def anchor_metrics(anchors: np.ndarray, wh: np.ndarray, thr: float = 4.0) -> tuple[float, float]:
+    """(best possible recall, mean number of anchors above threshold per box) for pixel anchors."""
+    if len(wh) == 0:
+        return 1.0, 0.0
+    x = _ratio_metric(np.asarray(anchors, dtype=np.float64).reshape(-1, 2), wh)
+    best = x.max(1)
+    return float((best > 1 / thr).mean()), float((x > 1 / thr).sum(1).mean())
+
+
+def anchor_fitness(anchors: np.ndarray, wh: np.ndarray, thr: float = 4.0) -> float:
+    """Mean best ratio over boxes, counting only boxes with a fitting anchor."""
+    best = _ratio_metric(anchors, wh).max(1)
+    return float((best * (best > 1 / thr)).mean())
+
+
+def _describe(anchors: np.ndarray, wh: np.ndarray, thr: float, imgsz: int) -> str:
+    x = _ratio_metric(anchors, wh)
+    best = x.max(1)
+    bpr, aat = (best > 1 / thr).mean(), (x > 1 / thr).sum(1).mean()
+    return (f"thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr; n={len(anchors)}, "
+            f"img_size={imgsz}, metric_all={x.mean():.3f}/{(x * (x > 1 / thr)).mean():.3f}-mean/best, "
+            f"past_thr={x[x > 1 / thr].mean() if (x > 1 / thr).any() else 0:.3f}-mean: "
+            + ", ".join(f"{round(w)},{round(h)}" for w, h in anchors))
+
+
+def _kmeans(obs: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    try:
+        return kmeans(obs, n, iter=30, rng=rng)[0]
+    except TypeError:  # scipy < 1.15 names it `seed`
+        return kmeans(obs, n, iter=30, seed=rng)[0]
+
+
+def kmean_anchors(wh: np.ndarray, n: int = 9, img_size: int = 640, thr: float = 4.0, gen: int = 1000,
+                  rng: np.random.Generator | None = None, verbose: bool = True) -> np.ndarray:
+    """`n` anchors (pixels, sorted by area) for label sizes `wh`: k-means, then `gen` mutations."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    wh0 = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    tiny = int((wh0 < 3.0).any(1).sum())
+    if tiny:
+        LOGGER.warning(f"{PREFIX}WARNING: {tiny} of {len(wh0)} labels are smaller than 3 pixels")
+    wh = wh0[(wh0 >= 2.0).any(1)]
+
+    k = None
+    if len(wh) >= n and n > 0:
+        s = wh.std(0)
+        s[s == 0] = 1.0
+        try:
+            centroids = _kmeans(wh / s, n, rng)
+            if len(centroids) == n:
+                k = centroids * s
+        except Exception as e:  # degenerate data (all boxes equal, ...)
+            LOGGER.warning(f"{PREFIX}WARNING: k-means failed ({e}), starting from random anchors")
+    if k is None:
+        LOGGER.warning(f"{PREFIX}WARNING: k-means on {len(wh)} boxes could not give {n} anchors, "
+                       "starting from random anchors")
+        k = np.sort(rng.random(n * 2)).reshape(n, 2) * img_size
+    if len(wh) == 0:
+        return k[np.argsort(k.prod(1))]
+    k = k[np.argsort(k.prod(1))]
+
+    # genetic refinement: multiply anchors by random factors, keep improvements
+    f = anchor_fitness(k, wh, thr)
+    mutation_prob, sigma = 0.9, 0.1
+    for _ in range(gen):
+        v = np.ones(k.shape)
+        while (v == 1).all():
+            v = ((rng.random(k.shape) < mutation_prob) * rng.random() * rng.standard_normal(k.shape) * sigma + 1)
+            v = v.clip(0.3, 3.0)
+        kg = (k * v).clip(min=2.0)
+        fg = anchor_fitness(kg, wh, thr)
+        if fg > f:
+            f, k = fg, kg
+    k = k[np.argsort(k.prod(1))]
+    if verbose:
+        LOGGER.info(f"{PREFIX}{_describe(k, wh, thr, img_size)}")
+    return k
+
+
+def check_anchors(model: torch.nn.Module, shapes: np.ndarray, labels: Sequence[np.ndarray], thr: float = 4.0,
+                  imgsz: int = 640, rng: np.random.Generator | None = None, gen: int = 1000) -> dict:
+    """Check the Detect head's anchors against the labels; replace them in place when evolved ones fit better.
+
+    Returns ``{"bpr", "aat", "replaced", "new_bpr"}``.
+    """
+    from utils.torch_utils import de_parallel
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    det = de_parallel(model).model[-1]
+    stride = det.stride.view(-1, 1, 1).to(det.anchors.device)
+    anchors_px = (det.anchors * stride).detach().cpu().numpy().reshape(-1, 2)
+    wh = label_wh(shapes, labels, imgsz, rng=rng)
+    bpr, aat = anchor_metrics(anchors_px, wh, thr)
+    out = {"bpr": bpr, "aat": aat, "replaced": False, "new_bpr": bpr}
+    msg = f"\n{PREFIX}{aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
+    if bpr >= MIN_BPR or len(wh) == 0:
+        LOGGER.info(f"{msg}Current anchors are a good fit to dataset")
+        return out
+    LOGGER.info(f"{msg}Anchors are a poor fit to dataset, attempting to improve...")
+    na = det.anchors.numel() // 2
+    new = kmean_anchors(wh, n=na, img_size=imgsz, thr=thr, gen=gen, rng=rng, verbose=False)
+    new_bpr, _ = anchor_metrics(new, wh, thr)
+    out["new_bpr"] = new_bpr
+    if new_bpr > bpr:
+        t = torch.tensor(new, dtype=det.anchors.dtype, device=det.anchors.device).view_as(det.anchors)
+        det.anchors[:] = t / stride  # sorted by area: small anchors on the small-stride level
+        out["replaced"] = True
+        LOGGER.info(f"{PREFIX}Done: new anchors saved to the model (BPR {new_bpr:.4f}). "
+                    "Update the model YAML to use them in the future.")
+    else:
+        LOGGER.info(f"{PREFIX}Done: the evolved anchors are not better (BPR {new_bpr:.4f}), keeping the originals.")
+    return out
