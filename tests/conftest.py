@@ -48,3 +48,22 @@ def zidane() -> Path:
 @pytest.fixture(scope="session")
 def coco128() -> Path:
     return _require(DATASETS / "coco128")
+
+
+# --- data pipeline (utils/data) -------------------------------------------------------------
+
+
+@pytest.fixture
+def datasets_dir(monkeypatch) -> Path:
+    """The shared datasets folder, exported as YOLO_DATASETS_DIR for the test."""
+    monkeypatch.setenv("YOLO_DATASETS_DIR", str(_require(DATASETS)))
+    return DATASETS
+
+
+@pytest.fixture
+def tmp_datasets(tmp_path, monkeypatch) -> Path:
+    """An empty datasets folder in tmp_path, exported as YOLO_DATASETS_DIR for the test."""
+    d = tmp_path / "datasets"
+    d.mkdir()
+    monkeypatch.setenv("YOLO_DATASETS_DIR", str(d))
+    return d
