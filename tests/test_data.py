@@ -455,7 +455,7 @@ def test_synthetic_generator_deterministic(tmp_path):
     from data.synthetic import CLASSES, make_synthetic
 
     y1 = make_synthetic(tmp_path / "s1", n_train=6, n_val=3, imgsz=128, seed=3)
-    y2 = make_synthetic(tmp_path / "s2", n_train=6, n_val=3, imgsz=128, seed=3)
+    make_synthetic(tmp_path / "s2", n_train=6, n_val=3, imgsz=128, seed=3)
     assert _tree_digest(tmp_path / "s1") == _tree_digest(tmp_path / "s2")
     make_synthetic(tmp_path / "s2", n_train=6, n_val=3, imgsz=128, seed=4)
     assert _tree_digest(tmp_path / "s1") != _tree_digest(tmp_path / "s2")
@@ -467,7 +467,7 @@ def test_synthetic_generator_deterministic(tmp_path):
     for f, lb in zip(res.im_files, res.labels):
         im = cv2.imread(f)
         assert im.shape == (128, 128, 3)
-        for c, cx, cy, w, h in lb:
+        for _cls, cx, cy, w, h in lb:
             assert 0.1 <= w <= 0.42 and 0.1 <= h <= 0.42
             x, y = int(cx * 128), int(cy * 128)
             centre = im[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).astype(int)

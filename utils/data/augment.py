@@ -92,7 +92,7 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr
 
 def random_perspective(
     im: np.ndarray,
-    targets: np.ndarray = np.zeros((0, 5)),
+    targets: np.ndarray | None = None,
     degrees: float = 10,
     translate: float = 0.1,
     scale: float = 0.1,
@@ -135,7 +135,7 @@ def random_perspective(
         else:
             im = cv2.warpAffine(im, m[:2], dsize=(width, height), borderValue=fill)
 
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 5)
+    targets = np.zeros((0, 5)) if targets is None else np.asarray(targets, dtype=np.float64).reshape(-1, 5)
     n = len(targets)
     if n:
         corners = np.ones((n * 4, 3))
@@ -145,12 +145,29 @@ def random_perspective(
         xy = xy.reshape(n, 8)
         xs, ys = xy[:, 0::2], xy[:, 1::2]
         new = np.stack((xs.min(1), ys.min(1), xs.max(1), ys.max(1)), 1)
+        if m[0, 1] != 0 or m[1, 0] != 0 or perspective:
+            # the box is now a tilted quadrilateral: where it crosses the border, keep the bounding
+            # box of its visible part (clipping the corner-bbox instead would overshoot)
+            crossing = (new[:, 0] < 0) | (new[:, 1] < 0) | (new[:, 2] > width) | (new[:, 3] > height)
+            for j in np.flatnonzero(crossing):
+                new[j] = _visible_bbox(xy[j].reshape(4, 2)[[0, 3, 1, 2]], width, height, new[j])
         new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
         new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
         keep = box_candidates(targets[:, 1:5].T * zoom, new.T, area_thr=0.10)
         targets = targets[keep]
         targets[:, 1:5] = new[keep]
     return im, targets
+
+
+def _visible_bbox(quad: np.ndarray, width: int, height: int, fallback: np.ndarray) -> np.ndarray:
+    """xyxy bounding box of the part of a convex quadrilateral (4, 2) inside the image."""
+    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    hull = cv2.convexHull(quad.astype(np.float32))
+    area, poly = cv2.intersectConvexConvex(hull, frame)
+    if area <= 0 or poly is None:
+        return fallback  # entirely outside: clipping makes it degenerate and it is dropped
+    poly = poly.reshape(-1, 2)
+    return np.array([poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max()])
 
 
 def mosaic4(ims: list[np.ndarray], labels: list[np.ndarray], img_size: int,

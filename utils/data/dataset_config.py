@@ -149,7 +149,7 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
             download_dataset(spec, root)
         except Exception as e:
             raise DatasetNotFoundError(_not_found(root, missing, f"download from {_describe(spec)} failed: "
-                                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"))
+                                                  f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")) from None
         missing = _missing(cfg)
         if missing:
             raise DatasetNotFoundError(_not_found(root, missing, f"{_describe(spec)} did not provide it"))
