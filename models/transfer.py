@@ -1,0 +1,207 @@
+"""Moving pretrained weights into a modified architecture.
+
+Inserting a block into a YOLOv5 YAML renumbers every later layer (``model.9`` becomes
+``model.10``), so copying state-dict entries by name loses most of the pretrained network.
+Here the two YAML layer lists are aligned first, like two sequences: a dynamic programme
+finds the longest order-preserving pairing of source and target layers whose modules are
+the same block (or the target block is a variant of it, e.g. ``C3CBAM`` for ``C3``), and
+whose ``from`` references agree under the pairing found so far. Layers only in the target
+(inserted attention) stay unpaired. Every source tensor ``model.<i>.<rest>`` is then copied
+to ``model.<pair(i)>.<rest>`` when that key exists in the target with the same shape.
+
+Inserted attention blocks get an *identity start* (see
+:meth:`models.attention._base.AttentionBlock.identity_start`) when their weights are new, so
+the pretrained network computes exactly what it did before training opens them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.registry import lookup
+from utils.logging import LOGGER
+
+_KEY = re.compile(r"^model\.(\d+)\.(.+)$")
+
+
+@dataclass
+class TransferResult:
+    """What `transfer_weights` did: counts, the layer pairing and the blocks set to identity."""
+
+    transferred: int = 0  # source tensors copied
+    total: int = 0  # tensors in the source state dict
+    mapping: dict[int, int] = field(default_factory=dict)  # source layer -> target layer
+    exact: set[int] = field(default_factory=set)  # target layers paired with the very same block type
+    skipped: list[str] = field(default_factory=list)  # source keys not copied
+    new_keys: list[str] = field(default_factory=list)  # target keys that kept their initial values
+    identity: list[str] = field(default_factory=list)  # modules given an identity start
+
+    def summary(self, source: str = "") -> str:
+        return f"Transferred {self.transferred}/{self.total} items" + (f" from {source}" if source else "")
+
+
+def _rows(cfg: dict) -> list[list]:
+    return list(cfg.get("backbone", [])) + list(cfg.get("head", []))
+
+
+def _block_class(name: str) -> type | None:
+    try:
+        return lookup(str(name)).cls
+    except KeyError:
+        return None
+
+
+def _froms(f) -> list[int]:
+    return [f] if isinstance(f, int) else list(f)
+
+
+def _compatible(src_row: list, dst_row: list) -> int:
+    """0: different blocks; 1: the target is a variant of the source block; 2: the same block."""
+    sm, dm = str(src_row[2]), str(dst_row[2])
+    sc, dc = _block_class(sm), _block_class(dm)
+    if sc is not None and sc is dc:
+        return 2
+    if sm == dm:
+        return 2
+    if sc is not None and dc is not None and issubclass(dc, sc):
+        return 1
+    # naming convention of block variants: C3 -> C3CBAM, C3_CBAM, C3SE, ...
+    if re.match(rf"^{re.escape(sm.split('.')[-1])}[_A-Z]", dm.split(".")[-1]):
+        return 1
+    return 0
+
+
+def align_layers(src_cfg: dict, dst_cfg: dict) -> tuple[dict[int, int], set[int]]:
+    """Pair source layers with target layers (order preserved, maximal count).
+
+    Returns ``{source index: target index}`` and the target indices paired with the same
+    block type (not merely a variant). ``from`` references are checked after the pairing:
+    a pair whose absolute references point at layers that are not paired with each other
+    is dropped (its tensors then only move if nothing else claims them).
+    """
+    src, dst = _rows(src_cfg), _rows(dst_cfg)
+    n, m = len(src), len(dst)
+    comp = [[_compatible(src[i], dst[j]) for j in range(m)] for i in range(n)]
+    # score[i][j]: best (pairs, exact pairs) aligning src[i:] with dst[j:]
+    score = [[(0, 0)] * (m + 1) for _ in range(n + 1)]
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            best = max(score[i + 1][j], score[i][j + 1])
+            c = comp[i][j]
+            if c:
+                p, e = score[i + 1][j + 1]
+                best = max(best, (p + 1, e + (c == 2)))
+            score[i][j] = best
+    mapping: dict[int, int] = {}
+    exact: set[int] = set()
+    i = j = 0
+    while i < n and j < m:
+        c = comp[i][j]
+        if c and score[i][j] == (score[i + 1][j + 1][0] + 1, score[i + 1][j + 1][1] + (c == 2)):
+            mapping[i] = j
+            if c == 2:
+                exact.add(j)
+            i, j = i + 1, j + 1
+        elif score[i + 1][j] >= score[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+
+    # from-consistency: absolute references must pair up (relative -1 refers to the previous
+    # *executed* layer, which may legitimately be an inserted block)
+    for si, dj in list(mapping.items()):
+        sf, df = _froms(src[si][0]), _froms(dst[dj][0])
+        if len(sf) != len(df):
+            mapping.pop(si)
+            exact.discard(dj)
+            continue
+        for a, b in zip(sf, df):
+            a_abs = a % si if a != -1 else None
+            b_abs = b % dj if b != -1 else None
+            if a_abs is not None and a_abs in mapping and mapping[a_abs] != b_abs:
+                mapping.pop(si)
+                exact.discard(dj)
+                break
+    return mapping, exact
+
+
+def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, model: nn.Module,
+                     identity_start: bool = True) -> TransferResult:
+    """Copy `src_sd` (a YOLOv5 state dict built from `src_cfg`) into `model` by layer structure."""
+    dst_cfg = model.yaml
+    if src_cfg is None:  # no config to align: same layer numbering assumed
+        mapping = {i: i for i in range(len(model.model))}
+        exact = set(mapping.values())
+    else:
+        mapping, exact = align_layers(src_cfg, dst_cfg)
+    dst_sd = model.state_dict()
+    same_anchors = src_cfg is None or src_cfg.get("anchors") == dst_cfg.get("anchors")
+    res = TransferResult(total=len(src_sd), mapping=mapping, exact=exact)
+    new_sd: dict[str, torch.Tensor] = {}
+    filled: set[str] = set()
+    for k, v in src_sd.items():
+        mk = _KEY.match(k)
+        dk = f"model.{mapping[int(mk.group(1))]}.{mk.group(2)}" if mk and int(mk.group(1)) in mapping else None
+        if dk is not None and k.endswith(".anchors") and not same_anchors:
+            dk = None  # the target config asks for its own anchors
+        if dk is None or dk not in dst_sd or dst_sd[dk].shape != v.shape or dk in filled:
+            res.skipped.append(k)
+            continue
+        new_sd[dk] = v.to(dst_sd[dk].dtype)
+        filled.add(dk)
+    model.load_state_dict(new_sd, strict=False)
+    res.transferred = len(new_sd)
+    res.new_keys = [k for k in dst_sd if k not in filled]
+    if identity_start and res.transferred:
+        res.identity = _identity_start_new_blocks(model, filled, mapping, exact)
+    return res
+
+
+def _identity_start_new_blocks(model: nn.Module, filled: set[str], mapping: dict[int, int],
+                               exact: set[int]) -> list[str]:
+    """Give an identity start to attention blocks whose weights did not come from the source.
+
+    A block is new when its layer was inserted (not paired), or when none of its tensors
+    (other than its gate) were transferred and either it has such tensors or its layer
+    was paired with a plain block (``C3`` -> ``C3CBAM``). The outermost such block is reset.
+    """
+    paired = set(mapping.values())
+    done: list[str] = []
+
+    def tensors(prefix: str, m: nn.Module) -> list[str]:
+        return [f"{prefix}{k}" for k in m.state_dict() if k != "gate" and not k.endswith(".gate")]
+
+    def visit(prefix: str, m: nn.Module, layer: int) -> None:
+        if callable(getattr(m, "identity_start", None)):
+            keys = tensors(prefix, m)
+            if layer not in paired:
+                new = True
+            else:
+                new = not any(k in filled for k in keys) and (bool(keys) or layer not in exact)
+            if new:
+                m.identity_start()
+                done.append(prefix.rstrip("."))
+                return
+        for name, child in m.named_children():
+            visit(f"{prefix}{name}.", child, layer)
+
+    for j, layer in enumerate(model.model):
+        visit(f"model.{j}.", layer, j)
+    return done
+
+
+def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
+                    identity_start: bool = True) -> TransferResult:
+    """Transfer a checkpoint's model record (``{yaml, state_dict, ...}``) into `model` and log it."""
+    res = transfer_weights(record["state_dict"], record.get("yaml"), model, identity_start=identity_start)
+    LOGGER.info(res.summary(source))
+    inserted = sorted(set(range(len(model.model))) - set(res.mapping.values()))
+    if inserted:
+        LOGGER.info(f"New layers (not in {source}): {inserted}")
+    if res.identity:
+        LOGGER.info(f"Identity start for {len(res.identity)} new attention block(s): {', '.join(res.identity)}")
+    return res

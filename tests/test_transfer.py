@@ -1,0 +1,183 @@
+"""Pretrained weights into modified architectures: layer alignment, honest counts, identity start."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.transfer import align_layers, load_pretrained, transfer_weights
+from models.yolo import DetectionModel, ModelConfigError, load_cfg
+from utils.checkpoint import load_checkpoint, model_from_record
+from utils.logging import LOGGER
+
+ZOO = Path(__file__).resolve().parents[1] / "models" / "attention" / "configs"
+# placements that keep every base layer: a block before SPPF, or inside the C3 bottlenecks
+KEEPING = sorted(p.name.replace("yolov5s", "yolov5n") for p in ZOO.glob("yolov5s_*.yaml") if "-replace" not in p.name)
+
+
+@pytest.fixture(scope="module")
+def base_record(weights_n):
+    return load_checkpoint(weights_n)["model"]
+
+
+@pytest.fixture(scope="module")
+def images(bus, zidane):
+    """Two real images letterboxed to 160x160, as a float batch."""
+    out = []
+    for p in (bus, zidane):
+        im = cv2.imread(str(p))
+        r = 160 / max(im.shape[:2])
+        im = cv2.resize(im, (round(im.shape[1] * r), round(im.shape[0] * r)))
+        canvas = np.full((160, 160, 3), 114, np.uint8)
+        canvas[: im.shape[0], : im.shape[1]] = im
+        out.append(torch.from_numpy(canvas[:, :, ::-1].copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def base_out(base_record, images):
+    m = model_from_record(base_record).eval()
+    with torch.no_grad():
+        return m(images)[0]
+
+
+def _insert_before_sppf(cfg: dict, row: list) -> dict:
+    """A hand-made YAML: `row` inserted as backbone layer 9, later absolute references shifted."""
+    cfg = copy.deepcopy(cfg)
+    cfg["backbone"].insert(9, row)
+
+    def shift(f):
+        if isinstance(f, int):
+            return f + 1 if f >= 9 else f
+        return [shift(x) for x in f]
+
+    cfg["head"] = [[shift(r[0]), *r[1:]] for r in cfg["head"]]
+    return cfg
+
+
+def test_align_identity_insert():
+    base = load_cfg("yolov5n.yaml")
+    mod = _insert_before_sppf(base, [-1, 1, "nn.Identity", []])
+    mapping, exact = align_layers(base, mod)
+    n = len(base["backbone"]) + len(base["head"])
+    assert mapping == {i: (i if i < 9 else i + 1) for i in range(n)}
+    assert exact == set(mapping.values())
+
+
+def test_align_variant_and_replacement():
+    base = load_cfg("yolov5n.yaml")
+    var = copy.deepcopy(base)
+    var["backbone"][2] = [-1, 3, "C3CBAM", [128]]
+    mapping, exact = align_layers(base, var)
+    assert mapping[2] == 2 and 2 not in exact and 3 in exact
+    rep = copy.deepcopy(base)
+    rep["backbone"][4] = [-1, 1, "CBAM", []]
+    mapping, _ = align_layers(base, rep)
+    assert 4 not in mapping and mapping[5] == 5 and mapping[24] == 24  # Detect still paired
+
+
+def test_transfer_into_inserted_identity(base_record, images, base_out):
+    cfg = _insert_before_sppf(base_record["yaml"], [-1, 1, "nn.Identity", []])
+    m = DetectionModel(cfg)
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], m)
+    assert (res.transferred, res.total) == (349, 349)
+    # matching by key name would have kept only layers 0-8
+    by_name = sum(1 for k, v in base_record["state_dict"].items()
+                  if k in m.state_dict() and m.state_dict()[k].shape == v.shape)
+    assert by_name < 200
+    with torch.no_grad():
+        assert torch.equal(m.eval()(images)[0], base_out)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_cbam_349_and_identity_start(base_record, images, base_out):
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n_CBAM.yaml")
+    h = _Lines()
+    LOGGER.addHandler(h)
+    try:
+        res = load_pretrained(base_record, m, source="yolov5n.pt")
+    finally:
+        LOGGER.removeHandler(h)
+    assert "Transferred 349/349 items from yolov5n.pt" in h.lines
+    assert res.identity == ["model.9"] and m.model[9].gate.item() == 0
+    with torch.no_grad():
+        assert torch.equal(m.eval()(images)[0], base_out)
+    # without the identity start a fresh CBAM changes every output after it
+    torch.manual_seed(0)
+    raw = DetectionModel("yolov5n_CBAM.yaml")
+    transfer_weights(base_record["state_dict"], base_record["yaml"], raw, identity_start=False)
+    with torch.no_grad():
+        assert (raw.eval()(images)[0] - base_out).abs().max() > 1.0
+
+
+@pytest.mark.parametrize("cfg", KEEPING)
+def test_zoo_configs_keep_base_outputs(cfg, base_record, images, base_out):
+    torch.manual_seed(0)
+    try:
+        m = DetectionModel(cfg)
+    except ModelConfigError as e:
+        if "Expected more than 1 value per channel" in str(e):  # reported: batch-1 BN in the stride probe
+            pytest.xfail(f"{cfg} does not build yet: {e}")
+        raise
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], m)
+    assert (res.transferred, res.total) == (349, 349), cfg
+    assert res.identity, cfg
+    with torch.no_grad():
+        out = m.eval()(images)[0]
+    assert torch.allclose(out, base_out, atol=1e-4, rtol=0), (cfg, (out - base_out).abs().max().item())
+
+
+def test_replace_config_partial_and_honest(base_record):
+    m = DetectionModel("yolov5n_CBAM-replace.yaml")
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], m)
+    # the four backbone C3 blocks are gone; everything else moves
+    c3 = sum(1 for k in base_record["state_dict"] if k.split(".")[1] in ("2", "4", "6", "8"))
+    assert res.transferred == res.total - c3 and res.total == 349
+    assert len(res.skipped) == c3
+
+
+def test_other_class_count_skips_head(base_record):
+    m = DetectionModel("yolov5n.yaml", nc=3)
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], m)
+    assert res.transferred == 349 - 6  # Detect's three 1x1 convs (weight + bias) change shape
+    assert sorted(res.skipped) == sorted(f"model.24.m.{i}.{p}" for i in range(3) for p in ("weight", "bias"))
+
+
+def test_trained_attention_keeps_its_gate():
+    """A checkpoint that already holds the block: its weights and gate transfer, no reset."""
+    torch.manual_seed(0)
+    src = DetectionModel("yolov5n_CBAM.yaml")
+    with torch.no_grad():
+        src.model[9].gate.fill_(0.7)
+    dst = DetectionModel("yolov5n_CBAM.yaml")
+    res = transfer_weights(src.state_dict(), src.yaml, dst)
+    assert res.transferred == res.total and not res.identity
+    assert dst.model[9].gate.item() == pytest.approx(0.7)
+
+
+def test_val_cbam_identity_start_equals_base(base_record, coco128, tmp_path):
+    """Before any training step the CBAM model scores the base model's coco128 mAP50-95 (0.361)."""
+    import val
+
+    m = DetectionModel("yolov5n_CBAM.yaml")
+    load_pretrained(base_record, m, source="yolov5n.pt")
+    m.names = base_record["names"]
+    (p, r, map50, map5095, *_), _, _ = val.run("coco128.yaml", model=m.eval(), batch_size=32, imgsz=640,
+                                               workers=2, save_dir=tmp_path, plots=False)
+    assert map5095 == pytest.approx(0.361, abs=0.005)
+    assert map50 == pytest.approx(0.560, abs=0.005)
