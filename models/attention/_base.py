@@ -76,6 +76,9 @@ def identity_start(model: nn.Module) -> int:
 @contextlib.contextmanager
 def full_precision(x: torch.Tensor) -> Iterator[None]:
     """Disable autocast on `x`'s device: attention maps overflow in fp16 (cast operands with .float())."""
+    if not torch.amp.is_autocast_available(x.device.type):  # e.g. the meta device
+        yield
+        return
     with torch.autocast(device_type=x.device.type, enabled=False):
         yield
 

@@ -95,13 +95,15 @@ class CC(AttentionBlock):
         q, k, v = self.q(x), self.k(x), self.v(x)
         with full_precision(x):
             q, k, v = q.float(), k.float(), v.float()
-            e_col = torch.einsum("bchw,bcgw->bhwg", q, k)  # same column, key row g
+            # column path, batched over (b, w): (h x c8) @ (c8 x g); row path over (b, h)
+            e_col = (q.permute(0, 3, 2, 1) @ k.permute(0, 3, 1, 2)).transpose(1, 2)  # (b, h, w, g)
             i = torch.arange(h, device=x.device)
-            centre = i.view(h, 1, 1) == i.view(1, 1, h)  # (h, 1, g): the position itself
-            e_col = e_col.masked_fill(centre, float("-inf"))
-            e_row = torch.einsum("bchw,bchv->bhwv", q, k)  # same row, key column v
-            att = torch.cat((e_col, e_row), -1).softmax(-1)
-            out = torch.einsum("bhwg,bcgw->bchw", att[..., :h], v) + torch.einsum("bhwv,bchv->bchw", att[..., h:], v)
+            e_col = e_col.masked_fill(i.view(h, 1, 1) == i.view(1, 1, h), float("-inf"))  # the position itself
+            e_row = q.permute(0, 2, 3, 1) @ k.permute(0, 2, 1, 3)  # (b, h, w, v)
+            att = torch.cat((e_col, e_row), -1).softmax(-1)  # one softmax over the H + W entries
+            out_col = att[..., :h].transpose(1, 2) @ v.permute(0, 3, 2, 1)  # (b, w, h, c)
+            out_row = att[..., h:] @ v.permute(0, 2, 3, 1)  # (b, h, w, c)
+            out = (out_col.transpose(1, 2) + out_row).permute(0, 3, 1, 2)
             y = x.float() + self.gamma.float() * out
         return y.to(x.dtype)
 
@@ -186,8 +188,10 @@ class MHSA(AttentionBlock):
             q = _tokens(q.float(), m) * self.d ** -0.5  # (B, m, N, d)
             k, v = _tokens(k.float(), m), _tokens(v.float(), m)
             qg = q.reshape(b, m, h, w, self.d)
-            lh = torch.einsum("bmyxd,ykd->bmyxk", qg, self._rel(self.rel_h.float(), h)).reshape(b, m, n, h)
-            lw = torch.einsum("bmyxd,xkd->bmyxk", qg, self._rel(self.rel_w.float(), w)).reshape(b, m, n, w)
+            # relative logits: query row y with key row k uses R_h[k - y]; columns likewise
+            lh = (qg @ self._rel(self.rel_h.float(), h).transpose(1, 2)).reshape(b, m, n, h)
+            lw = (qg.transpose(2, 3) @ self._rel(self.rel_w.float(), w).transpose(1, 2)).transpose(2, 3)
+            lw = lw.reshape(b, m, n, w)
 
             def bias(s: int, e: int) -> torch.Tensor:
                 return (lh[:, :, s:e, :, None] + lw[:, :, s:e, None, :]).reshape(b, m, e - s, n)
