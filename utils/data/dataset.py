@@ -139,7 +139,9 @@ class YoloDataset(Dataset):
         """Sort images by aspect ratio and give each batch the smallest stride-multiple
         letterbox shape (h, w) that fits its images with the long side at `img_size`."""
         ar = self.shapes[:, 1] / self.shapes[:, 0]  # h / w
-        order = ar.argsort(kind="stable")
+        # numpy's default (unstable) sort, as upstream: images of equal aspect ratio that straddle
+        # a batch boundary then land in the same batches as in the reference, hence the same mAP
+        order = ar.argsort()
         self.im_files = [self.im_files[i] for i in order]
         self.label_files = [self.label_files[i] for i in order]
         self.labels = [self.labels[i] for i in order]
