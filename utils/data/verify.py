@@ -156,7 +156,7 @@ def parse_label_file(lb_file: str, nc: int | None = None) -> tuple[np.ndarray, i
     Returns the labels and the number of duplicate rows dropped; raises ValueError when the file
     is invalid (see the module docstring)."""
     rows = []
-    for k, line in enumerate(Path(lb_file).read_text().splitlines(), 1):
+    for k, line in enumerate(Path(lb_file).read_text(encoding="utf-8-sig").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
