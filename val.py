@@ -171,6 +171,8 @@ def run(
         half = bool(half) and device.type == "cuda"
         if half:
             model.half()
+        if device.type == "cpu":
+            model.to(memory_format=torch.channels_last)
         data = _load_data(data)
 
     model.eval()
@@ -204,6 +206,9 @@ def run(
     shape_seen = None
     amp = torch.autocast("cuda", dtype=torch.float16) if (training and half) else contextlib.nullcontext()
     model_half = next(model.parameters()).dtype == torch.float16
+    # NHWC convolutions are about twice as fast as NCHW with torch's CPU kernels (measured for
+    # yolov5n, batch 32 at 640); a channels-last input is enough for most of the gain
+    channels_last = device.type == "cpu"
     _emit(callbacks, "on_val_start")
 
     with torch.no_grad():
@@ -211,6 +216,8 @@ def run(
             _emit(callbacks, "on_val_batch_start")
             with timers[0]:
                 im = im.to(device, non_blocking=True)
+                if channels_last:  # on the uint8 batch: 4x less to move than after .float()
+                    im = im.contiguous(memory_format=torch.channels_last)
                 im = im.half() if model_half else im.float()
                 im /= 255
                 targets = targets.to(device)
