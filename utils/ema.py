@@ -17,7 +17,7 @@ from torch import nn
 from utils.torch_utils import de_parallel
 
 # attributes copied from the model to the EMA copy after each update / on request
-EMA_ATTRS = ("yaml", "yaml_file", "nc", "hyp", "names", "stride", "class_weights")
+EMA_ATTRS = ("yaml", "yaml_file", "hyp", "names", "stride", "class_weights")
 
 
 class ModelEMA:
@@ -50,5 +50,5 @@ class ModelEMA:
     def update_attr(self, model: nn.Module, include: tuple[str, ...] = EMA_ATTRS) -> None:
         m = de_parallel(model)
         for k in include:
-            if hasattr(m, k):
+            if hasattr(m, k) and not isinstance(getattr(type(m), k, None), property):
                 setattr(self.ema, k, getattr(m, k))

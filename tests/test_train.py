@@ -1,0 +1,205 @@
+"""train.py end to end on tiny synthetic data: outputs, checkpoints, resume after SIGKILL, bad input, NaN."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from data.synthetic import make_synthetic
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model
+from utils.data.dataset_config import DatasetNotFoundError
+from utils.logging import LOGGER
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(imgsz=128, batch_size=4, workers=0, device="cpu", exist_ok=False)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    """8 train / 4 val images of 128 px, 3 classes."""
+    return make_synthetic(tmp_path_factory.mktemp("synth"), n_train=8, n_val=4, imgsz=128, seed=0)
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        LOGGER.addHandler(self)
+        return self
+
+    def __exit__(self, *a):
+        LOGGER.removeHandler(self)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synth, tmp_path_factory):
+    """Two epochs from scratch at --img 120 (rounded to 128), plots on."""
+    project = tmp_path_factory.mktemp("runs")
+    with _Lines() as log:
+        out = train.run(data=str(synth), weights="", cfg="yolov5n.yaml", epochs=2, project=str(project),
+                        **{**FAST, "imgsz": 120})
+    return out, log.text
+
+
+def test_run_outputs(tiny_run):
+    out, log = tiny_run
+    d = out["save_dir"]
+    for f in ("hyp.yaml", "opt.yaml", "results.csv", "results.png", "labels.jpg", "train_batch0.jpg",
+              "train_batch1.jpg", "train_batch2.jpg", "weights/last.pt", "weights/best.pt", "confusion_matrix.png",
+              "PR_curve.png"):
+        assert (d / f).is_file(), f
+    rows = _rows(d / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert list(rows[0]) == train.CSV_KEYS
+    assert len(out["results"]) == 7
+    assert "must be a multiple of max stride 32, updating to 128" in log
+    assert "Starting training for 2 epochs" in log
+
+
+def test_checkpoints_plain_and_loadable(tiny_run):
+    out, _ = tiny_run
+    for f in (out["last"], out["best"]):
+        ck = torch.load(f, weights_only=True)  # plain data only
+        assert ck["model"]["yaml"]["nc"] == 3 and ck["model"]["names"] == ["circle", "square", "triangle"]
+        assert isinstance(ck["opt"]["save_dir"], str) and ck["opt"]["epochs"] == 2
+        assert "optimizer" not in ck  # finished runs are stripped
+        m = load_model(f)
+        assert m.names == ["circle", "square", "triangle"]
+        with torch.no_grad():
+            y = m(torch.zeros(1, 3, 128, 128))[0]
+        assert y.shape[-1] == 8
+
+
+def test_bad_input(synth, tmp_path):
+    p = dict(project=str(tmp_path), epochs=1, **FAST)
+    with pytest.raises(DatasetNotFoundError, match="missing_dataset"):
+        train.run(data={"path": str(tmp_path / "missing_dataset"), "train": "images", "val": "images",
+                        "names": ["a"]}, weights="", cfg="yolov5n.yaml", **p)
+    with pytest.raises(FileNotFoundError, match="yolov5n_NoSuchBlock"):
+        train.run(data=str(synth), weights="", cfg="yolov5n_NoSuchBlock.yaml", **p)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        train.run(data=str(synth), weights=str(junk), **p)
+    with pytest.raises(ValueError, match="batch-size must be a positive integer"):
+        train.run(data=str(synth), weights="", cfg="yolov5n.yaml", **{**p, "batch_size": 0})
+    # the command line turns these into one clear line and exit code 1
+    assert train.cli(["--data", str(synth), "--weights", str(junk), "--project", str(tmp_path),
+                      "--device", "cpu", "--epochs", "1"]) == 1
+
+
+def test_nan_loss_stops_and_keeps_last(synth, tmp_path, monkeypatch):
+    real = train.ComputeLoss
+
+    class NanAfterFirstEpoch(real):
+        calls = 0
+
+        def __call__(self, preds, targets):
+            loss, items = super().__call__(preds, targets)
+            if preds[0].requires_grad:  # training batches only
+                NanAfterFirstEpoch.calls += 1
+                if NanAfterFirstEpoch.calls > 2:  # 8 images / batch 4 = 2 batches per epoch
+                    loss = loss * float("nan")
+            return loss, items
+
+    monkeypatch.setattr(train, "ComputeLoss", NanAfterFirstEpoch)
+    with pytest.raises(train.TrainingError, match="loss is nan at epoch 1, batch 0") as e:
+        train.run(data=str(synth), weights="", cfg="yolov5n.yaml", epochs=3, project=str(tmp_path), noplots=True,
+                  **FAST)
+    assert "last.pt keeps the weights of the last completed epoch" in str(e.value)
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in ck["model"]["state_dict"].values() if v.is_floating_point())
+
+
+def _cli_env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_sigkill_during_epoch_then_resume(synth, tmp_path):
+    """Kill -9 in the second epoch; `--resume` finishes; every epoch once in results.csv; last.pt always readable."""
+    project = tmp_path / "runs"
+    args = [sys.executable, str(ROOT / "train.py"), "--data", str(synth), "--weights", "", "--cfg", "yolov5n.yaml",
+            "--img", "128", "--batch-size", "2", "--epochs", "3", "--workers", "0", "--device", "cpu", "--noplots",
+            "--project", str(project)]
+    last = project / "exp" / "weights" / "last.pt"
+    bad: list[str] = []
+    stop_watch = threading.Event()
+
+    def watch():  # open last.pt whenever it is there, as a user or a crash would
+        while not stop_watch.is_set():
+            if last.exists():
+                try:
+                    torch.load(last, weights_only=True)
+                except Exception as e:  # noqa: BLE001
+                    bad.append(repr(e))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    log_file = tmp_path / "first.log"
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_cli_env(tmp_path))
+        deadline = time.time() + 240
+        killed = False
+        while time.time() < deadline and proc.poll() is None:
+            text = log_file.read_text(errors="replace")
+            if "epoch 0:" in text and "1/2" in text.split("epoch 0:")[-1]:  # a batch of epoch 1 has run
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=30)
+    assert killed, log_file.read_text()[-2000:]
+    assert [int(r["epoch"]) for r in _rows(project / "exp" / "results.csv")] == [0]
+    assert load_checkpoint(last)["epoch"] == 0
+
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--resume", "--project", str(project),
+                        "--workers", "0", "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                       env=_cli_env(tmp_path))
+    stop_watch.set()
+    watcher.join(timeout=5)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "Resuming from" in r.stderr and "at epoch 1/2" in r.stderr
+    rows = _rows(project / "exp" / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    # the warmup/schedule continued: LR of the last batch of each epoch (4 batches, all in warmup)
+    hyp = train.load_hyp(None)
+    lf = train.lr_lambda(3, hyp["lrf"])
+    for r_ in rows:
+        e = int(r_["epoch"])
+        ni = 4 * e + 3
+        assert float(r_["x/lr1"]) == pytest.approx(np.interp(ni, [0, 100], [0, hyp["lr0"] * lf(e)]))
+        assert float(r_["x/lr0"]) == pytest.approx(np.interp(ni, [0, 100], [hyp["warmup_bias_lr"], hyp["lr0"] * lf(e)]))
+    assert not bad, bad[:3]
+    assert not (project / "exp2").exists()
