@@ -65,6 +65,21 @@ class AttentionBlock(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
+class PooledBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d for pooled (B, C, 1, 1) descriptors (BAM's channel branch, SK's fuse layer).
+
+    Such a batch norm has only the batch to take statistics from; for a single image in
+    training mode (a model built with a batch-1 forward, a last batch of one image) there are
+    none, so it normalises with the running statistics and leaves them unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                            False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def identity_start(model: nn.Module) -> int:
     """Call :meth:`AttentionBlock.identity_start` on every attention block in `model`; returns how many."""
     blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.attention._base import AttentionBlock, fit_groups, full_precision, odd_kernel
-from models.common import Conv
+from models.attention._base import AttentionBlock, PooledBatchNorm, fit_groups, full_precision, odd_kernel
+from models.common import BN_EPS, BN_MOMENTUM, Conv
 from models.registry import Channels, register
 
 __all__ = ["SE", "ECA", "GC", "SK", "SOCA", "NAM"]
@@ -90,7 +90,8 @@ class SK(AttentionBlock):
     d->C matrix per branch (no bias), softmax across branches per channel, weighted sum.
     The output is the selected feature map (the SK convolution itself, no residual).
     Parameters with ``g = groups``: ``M*(9*C*C/g + 2*C) + (C*d + 2*d) + M*d*C``.
-    Any size; the BN on the pooled vector needs batch >= 2 in training.
+    Any size. The BN on the pooled vector takes batch statistics; a single image in training
+    uses the running statistics (:class:`PooledBatchNorm`).
     """
 
     def __init__(self, c1: int, m: int = 2, g: int = 32, r: int = 16, l: int = 32):  # noqa: E741
@@ -100,6 +101,7 @@ class SK(AttentionBlock):
         d = max(c1 // r, l)
         self.branches = nn.ModuleList(Conv(c1, c1, 3, g=g, d=i + 1, act=nn.ReLU()) for i in range(m))
         self.fc = Conv(c1, d, 1, act=nn.ReLU())
+        self.fc.bn = PooledBatchNorm(d, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.select = nn.Conv2d(d, m * c1, 1, bias=False)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.attention._base import AttentionBlock, fit_groups, full_precision
+from models.attention._base import AttentionBlock, PooledBatchNorm, fit_groups, full_precision
 from models.common import Conv
 from models.registry import Channels, register
 
@@ -57,15 +57,17 @@ class BAM(AttentionBlock):
     C -> C/r -> C, r = 16. Spatial branch: 1x1 conv C -> C/r, two 3x3 convs with dilation
     d = 4, 1x1 conv C/r -> 1, each conv followed by BN (ReLU on all but the last).
     Parameters with ``h = C // r``: channel ``2*C*h + h + C + 2*C``; spatial
-    ``C*h + 2*h + 2*(9*h*h + 2*h) + h + 2``. Any size (the dilated convs are zero-padded);
-    the channel-branch BN sees one value per image and channel, so training needs batch >= 2.
+    ``C*h + 2*h + 2*(9*h*h + 2*h) + h + 2``. Any size (the dilated convs are zero-padded).
+    The channel-branch BN sees one value per image and channel: it normalises over the batch,
+    with a single image in training it uses the running statistics (:class:`PooledBatchNorm`);
+    with two images its output is +-1 whatever the input, so train with batches of 3 or more.
     """
 
     def __init__(self, c1: int, r: int = 16, d: int = 4):
         super().__init__()
         h = max(c1 // r, 1)
         self.channel = nn.Sequential(nn.Conv2d(c1, h, 1), nn.ReLU(inplace=True), nn.Conv2d(h, c1, 1),
-                                     nn.BatchNorm2d(c1))
+                                     PooledBatchNorm(c1))
         self.spatial = nn.Sequential(Conv(c1, h, 1, act=nn.ReLU()), Conv(h, h, 3, d=d, act=nn.ReLU()),
                                      Conv(h, h, 3, d=d, act=nn.ReLU()), Conv(h, 1, 1, act=False))
 
