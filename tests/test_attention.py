@@ -553,3 +553,16 @@ def test_gate_is_the_only_extra_parameter():
         names = [n for n, _ in make(name).named_parameters()]
         assert names.count("gate") == 1, name
     assert math.isclose(make("SE").gate.item(), 1.0)
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_runs_under_deterministic_algorithms(name):
+    m = perturb(make(name)).train()
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        x = torch.randn(3, 64, 6, 5, requires_grad=True)
+        m(x).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.isfinite(x.grad).all()

@@ -153,3 +153,19 @@ def test_yolo_script_runs():
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
     assert "CBAM" in text and "yolov5s_CBAM summary" in text and "7,268,256 parameters" in text
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("cfg", ["yolov5s_CBAM.yaml", "yolov5s_C3CC.yaml", "yolov5s_MHSA.yaml", "yolov5s_C3SOCA.yaml"])
+def test_whole_model_onnx_export(cfg):
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    model = DetectionModel(cfg).eval().fuse()
+    x = torch.rand(1, 3, 160, 224)
+    f = io.BytesIO()
+    torch.onnx.export(model, (x,), f, opset_version=17, dynamo=False, input_names=["images"], output_names=["y"])
+    y = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), model(x)[0], rtol=1e-4, atol=1e-3)
