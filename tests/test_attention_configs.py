@@ -7,6 +7,7 @@ few configs at 640. `pytest -m slow` runs every config at 640.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(configs())
 BASELINE_S = 7_235_389
 HYP = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP
+    barriers make 2-thread runs of these tests 10x slower; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -148,7 +159,8 @@ def test_yolo_summary_counts_attention_flops(capsys):
 
 
 def test_yolo_script_runs():
-    out = subprocess.run([sys.executable, "models/yolo.py", "--cfg", "yolov5s_CBAM.yaml"], cwd=ROOT,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "models/yolo.py", "--cfg", "yolov5s_CBAM.yaml"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
