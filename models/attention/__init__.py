@@ -16,7 +16,8 @@ generated into ``models/attention/configs`` by ``python models/attention/make_co
 """
 
 from models.attention import c3, channel, self_attention, spatial
-from models.attention._base import AttentionBlock, identity_start
+from models.attention._base import AttentionBlock
+from models.attention._base import identity_start as identity_start  # the model-level helper
 from models.attention.c3 import *  # noqa: F403
 from models.attention.channel import *  # noqa: F403
 from models.attention.self_attention import *  # noqa: F403

@@ -15,8 +15,21 @@ from torch import nn
 from models.attention._base import AttentionBlock
 from models.attention.channel import ECA, GC, NAM, SE, SK, SOCA
 from models.attention.self_attention import CC, DA, MHSA, CoT, DoubleAttention, NonLocal
-from models.attention.spatial import (BAM, CA, CBAM, EMA, GAM, LSK, LSKA, PSA, SGE, S2MLPv2, ShuffleAttention, SimAM,
-                                      TripletAttention)
+from models.attention.spatial import (
+    BAM,
+    CA,
+    CBAM,
+    EMA,
+    GAM,
+    LSK,
+    LSKA,
+    PSA,
+    SGE,
+    S2MLPv2,
+    ShuffleAttention,
+    SimAM,
+    TripletAttention,
+)
 from models.common import C3, Bottleneck
 from models.registry import Channels, register
 
