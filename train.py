@@ -204,7 +204,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     names = ["item"] if single_cls and len(data_dict["names"]) != 1 else list(data_dict["names"])
 
     # ---- model
-    ckpt = None
+    ckpt, transfer = None, None
     if weights.endswith(".pt"):
         path = attempt_download(weights)
         ckpt = load_checkpoint(path)
@@ -216,7 +216,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
             LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{epochs - 1}")
         else:
             model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
-            load_pretrained(src, model, source=Path(weights).name)
+            transfer = load_pretrained(src, model, source=Path(weights).name)
     elif weights:
         raise CheckpointError(f"{weights}: --weights must be a .pt checkpoint (or '' to train from scratch)")
     else:
@@ -227,11 +227,17 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     amp = amp_enabled(device)
 
     freeze = _freeze_prefixes(opt.freeze)
+    new_blocks = [f"{x}." for x in (transfer.identity if transfer is not None else [])]
+    thawed = sorted({b.rstrip(".") for b in new_blocks if any(b.startswith(x) for x in freeze)})
     for k, v in model.named_parameters():
-        v.requires_grad = not any(k.startswith(x) for x in freeze)
-    if any(opt.freeze if isinstance(opt.freeze, list) else [opt.freeze]):
+        # a block inserted into a pretrained network is trained even inside the frozen range
+        v.requires_grad = not any(k.startswith(x) for x in freeze) or any(k.startswith(b) for b in new_blocks)
+    if freeze:
         n_frozen = sum(not p.requires_grad for p in model.parameters())
-        LOGGER.info(f"Frozen {n_frozen} parameter tensors in {len(freeze)} layers")
+        layers = [int(x.split(".")[1]) for x in freeze]
+        LOGGER.info(f"Freezing layers {layers}: {n_frozen} parameter tensors frozen")
+        if thawed:
+            LOGGER.info(f"Not freezing new layers: {', '.join(thawed)}")
 
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(int(opt.imgsz), gs, floor=gs * 2)

@@ -203,3 +203,31 @@ def test_sigkill_during_epoch_then_resume(synth, tmp_path):
         assert float(r_["x/lr0"]) == pytest.approx(np.interp(ni, [0, 100], [hyp["warmup_bias_lr"], hyp["lr0"] * lf(e)]))
     assert not bad, bad[:3]
     assert not (project / "exp2").exists()
+
+
+def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
+    """--weights <our last.pt> --cfg yolov5n_CBAM.yaml --freeze 10 and many flags at once."""
+    out, _ = tiny_run
+    src = load_checkpoint(out["last"])["model"]["state_dict"]
+    with _Lines() as log:
+        res = train.run(data=load_checkpoint(out["last"])["opt"]["data"], weights=str(out["last"]),
+                        cfg="yolov5n_CBAM.yaml", epochs=2, project=str(tmp_path), freeze=[10], rect=True,
+                        single_cls=True, optimizer="AdamW", cos_lr=True, multi_scale=True, label_smoothing=0.1,
+                        cache="ram", noval=True, save_period=1, noplots=True, **FAST)
+    text = log.text
+    # single-cls changes the head's shape: all but Detect's 3 convs (weight + bias) transfer
+    n = len(src)
+    assert f"Transferred {n - 6}/{n} items from last.pt" in text
+    assert "Identity start for 1 new attention block(s): model.9" in text
+    d = res["save_dir"]
+    assert (d / "weights" / "epoch0.pt").is_file() and (d / "weights" / "epoch1.pt").is_file()
+    rows = _rows(d / "results.csv")
+    assert float(rows[0]["metrics/mAP_0.5"]) == 0.0  # --noval: only the final epoch is validated
+    # frozen backbone (layers 0-8 of the source = 0-8 here) did not move; the head did
+    ck = load_checkpoint(d / "weights" / "epoch1.pt")["model"]["state_dict"]
+    assert torch.equal(ck["model.0.conv.weight"], src["model.0.conv.weight"])
+    assert torch.equal(ck["model.8.cv1.conv.weight"], src["model.8.cv1.conv.weight"])
+    assert not torch.equal(ck["model.11.conv.weight"], src["model.10.conv.weight"])
+    # the inserted block (layer 9 < 10) is new, so it is trained, not frozen; it started closed
+    assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
+    assert 0 < ck["model.9.gate"].abs().item() < 0.5
