@@ -304,6 +304,36 @@ def test_identity_start_on_a_model_counts_blocks():
     assert all(m.gate.item() == 0 for m in model.modules() if isinstance(m, AttentionBlock))
 
 
+def test_identity_start_only_for_blocks_new_to_the_pretrained_weights():
+    """Pretrained yolov5s_CBAM weights loaded into yolov5s_C3CBAM-like mixes: only new blocks start as identity."""
+    from models.yolo import DetectionModel
+
+    pretrained = DetectionModel("yolov5s.yaml").state_dict()
+    model = DetectionModel("yolov5s_C3CBAM.yaml")
+    sd = model.state_dict()
+    for k, v in sd.items():  # pretend the layer-2 block came with the checkpoint
+        if k.startswith("model.2.m.0.attn."):
+            pretrained[k] = v
+    missing, unexpected = model.load_state_dict(pretrained, strict=False)
+    assert not unexpected
+    assert identity_start(model, missing) == 6
+    assert model.model[2].m[0].attn.gate.item() == 1 and model.model[4].m[1].attn.gate.item() == 0
+
+
+def test_identity_start_reproduces_the_pretrained_network():
+    from models.yolo import DetectionModel
+
+    torch.manual_seed(0)
+    plain = DetectionModel("yolov5s.yaml").eval()
+    model = DetectionModel("yolov5s_C3CC.yaml")
+    missing, _ = model.load_state_dict(plain.state_dict(), strict=False)
+    identity_start(model, missing)
+    model.eval()
+    x = torch.rand(1, 3, 128, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=0, atol=0)
+
+
 # --- behaviour defined by the papers ---------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -80,12 +80,25 @@ class PooledBatchNorm(nn.BatchNorm2d):
         return super().forward(x)
 
 
-def identity_start(model: nn.Module) -> int:
-    """Call :meth:`AttentionBlock.identity_start` on every attention block in `model`; returns how many."""
-    blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]
-    for m in blocks:
+def identity_start(model: nn.Module, missing: Iterable[str] | None = None) -> int:
+    """Call :meth:`AttentionBlock.identity_start` on the attention blocks of `model`; returns how many.
+
+    With `missing` (the missing keys reported by ``model.load_state_dict(pretrained, strict=False)``),
+    only blocks that received none of their weights are touched: the blocks new to the
+    pretrained network start as the identity, blocks that were loaded keep their weights.
+    """
+    missing = None if missing is None else set(missing)
+    n = 0
+    for name, m in model.named_modules():
+        if not isinstance(m, AttentionBlock):
+            continue
+        if missing is not None:
+            keys = [f"{name}.{k}" if name else k for k, _ in m.named_parameters()]
+            if not all(k in missing or k.endswith(".gate") or k == "gate" for k in keys):
+                continue
         m.identity_start()
-    return len(blocks)
+        n += 1
+    return n
 
 
 @contextlib.contextmanager
