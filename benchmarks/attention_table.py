@@ -48,8 +48,8 @@ def placements(blocks: list[str]) -> list[tuple[str, str, str]]:
 
 
 @torch.inference_mode()
-def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tuple[float, int]:
-    """Median milliseconds of a batch-1 forward pass and the number of timed runs."""
+def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tuple[float, float, int]:
+    """Median and minimum milliseconds of a batch-1 forward pass, and the number of timed runs."""
     x = torch.rand(1, 3, imgsz, imgsz)
     model(x)  # first call: allocator and kernel selection
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tu
         t0 = time.perf_counter()
         model(x)
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), runs
+    return statistics.median(times), min(times), runs
 
 
 def measure(block: str, placement: str, cfg: str, opt, base: dict | None) -> dict:
@@ -78,9 +78,10 @@ def measure(block: str, placement: str, cfg: str, opt, base: dict | None) -> dic
            "Δ GFLOPs": f"{d_gflops:+.3f}" if abs(d_gflops) >= 5e-4 else "+0.000", "_gflops": gflops}
     if opt.latency:
         model = model.eval().fuse()
-        ms, runs = latency_ms(model, opt.imgsz, opt.runs, opt.warmup)
+        ms, fastest, runs = latency_ms(model, opt.imgsz, opt.runs, opt.warmup)
         row["CPU ms"] = round(ms, 1)
         row["Δ CPU ms"] = f"{100 * (ms / base['CPU ms'] - 1):+.0f}%" if base else "+0%"
+        row["min ms"] = round(fastest, 1)
         row["runs"] = runs
     return row
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "`yolov5s_<Name>.yaml`, 'in C3' = `yolov5s_C3<Name>.yaml` (the block ends every backbone\n"
             "bottleneck), 'replaces C3' = `yolov5s_<Name>-replace.yaml`.\n\n"
             f"CPU latency: fused, eval, fp32, batch 1, torch {torch.__version__}, {opt.threads} threads, median of "
-            f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 2 s). "
+            f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 2 s); "
+            "`min ms` is the fastest run, the least disturbed by other processes. "
             f"1-min load average {load0:.2f} at start, {load1:.2f} at end ({minutes:.0f} min): latencies on a "
             "shared machine are noisy, compare them within one table only.")
     write_results([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], opt.out, note=note)
