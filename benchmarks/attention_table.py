@@ -6,7 +6,7 @@
 
 For each config: parameters, the change against yolov5s (7,235,389), GFLOPs at 640x640
 (thop's module count plus the attention matmuls thop cannot see, see
-`utils.torch_utils.count_flops`), the attention-matmul part alone, and CPU latency at batch 1
+`utils.torch_utils.count_flops`; counted on the meta device, where only shapes are computed), the attention-matmul part alone, and CPU latency at batch 1
 (fused, eval, fp32, `torch.set_num_threads(2)`, median of `--runs` timed runs after warm-up;
 configs slower than 2 s per image get fewer runs). Writes benchmarks/results/attention_zoo.md
 and .csv. The 1-minute load average is recorded at start and end: other processes on the
@@ -16,6 +16,7 @@ machine make latencies noisy, the parameter and FLOP columns are exact.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -69,8 +70,9 @@ def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tu
 def measure(block: str, placement: str, cfg: str, opt, base: dict | None) -> dict:
     model = DetectionModel(cfg)
     params = sum(p.numel() for p in model.parameters())
-    attn = matmul_flops(model, opt.imgsz)
-    gflops = thop_flops(model, opt.imgsz) + attn
+    shapes_only = copy.deepcopy(model).to("meta")  # same counts as real tensors, without the arithmetic
+    attn = matmul_flops(shapes_only, opt.imgsz)
+    gflops = thop_flops(shapes_only, opt.imgsz) + attn
     d_gflops = gflops - base["_gflops"] if base else 0.0
     row = {"block": block, "placement": placement, "config": cfg, "parameters": f"{params:,}",
            "Δ parameters": f"{params - BASELINE_PARAMS:+,} ({100 * (params / BASELINE_PARAMS - 1):+.1f}%)",
