@@ -135,7 +135,7 @@ def _csv_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k.strip(): v.strip() for k, v in r.items() if k} for r in csv.DictReader(f)]
+        return [{k.strip(): (v or "").strip() for k, v in r.items() if isinstance(k, str)} for r in csv.DictReader(f)]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -327,7 +327,12 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     stopper.best_fitness = best_fitness
     csv_path = save_dir / "results.csv"
     if main_proc and resume:  # keep the log consistent with the checkpoint: epochs once, in order
-        rows = [r for r in _csv_rows(csv_path) if r.get("epoch", "").isdigit() and int(r["epoch"]) < start_epoch]
+        saved_row = ckpt.get("results") if isinstance(ckpt.get("results"), dict) else None
+        keep_below = start_epoch - 1 if saved_row else start_epoch
+        rows = [r for r in _csv_rows(csv_path) if (r.get("epoch") or "").isdigit() and int(r["epoch"]) < keep_below
+                and all(r.get(k) not in (None, "") for k in CSV_KEYS)]  # a row cut short by a kill is dropped
+        if saved_row:  # the checkpoint's own epoch, exactly as it was logged
+            rows.append({k: saved_row.get(k) for k in CSV_KEYS})
         _write_csv(csv_path, rows)
     LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\n"
                 f"Using {train_loader.num_workers} dataloader workers\n"
@@ -471,7 +476,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
             LOGGER.info(f"\nValidating {best}...")
             from utils.checkpoint import model_from_record
 
-            bmodel = model_from_record(load_checkpoint(best)["model"], source=str(best)).to(device).eval()
+            bmodel = model_from_record(load_checkpoint(best)["model"], source=str(best)).to(device).eval().fuse()
             bmodel.hyp = hyp
             results, maps, _ = validate.run(data_dict, batch_size=per_rank_bs * 2, imgsz=imgsz, model=bmodel,
                                             single_cls=single_cls, dataloader=val_loader, save_dir=save_dir,
