@@ -227,7 +227,10 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     amp = amp_enabled(device)
 
     freeze = _freeze_prefixes(opt.freeze)
-    new_blocks = [f"{x}." for x in (transfer.identity if transfer is not None else [])]
+    if transfer is not None:
+        new_blocks = [f"{x}." for x in transfer.identity]
+    else:  # on resume: the blocks that were new when the run started
+        new_blocks = list((ckpt or {}).get("new_blocks") or []) if resume else []
     thawed = sorted({b.rstrip(".") for b in new_blocks if any(b.startswith(x) for x in freeze)})
     for k, v in model.named_parameters():
         # a block inserted into a pretrained network is trained even inside the frozen range
@@ -325,6 +328,8 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     scaler = grad_scaler(device)
     stopper, stop = EarlyStopping(patience=opt.patience), False
     stopper.best_fitness = best_fitness
+    if resume and ckpt is not None:
+        stopper.best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
     csv_path = save_dir / "results.csv"
     if main_proc and resume:  # keep the log consistent with the checkpoint: epochs once, in order
         saved_row = ckpt.get("results") if isinstance(ckpt.get("results"), dict) else None
@@ -435,6 +440,8 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
                     "ema": model_record(ema.ema),
                     "updates": ema.updates,
                     "last_opt_step": last_opt_step,
+                    "best_epoch": stopper.best_epoch,
+                    "new_blocks": new_blocks,
                     "optimizer": optimizer.state_dict(),
                     "opt": _plain(vars(opt)),
                     "hyp": _plain(hyp_cfg),

@@ -233,3 +233,29 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
     # the inserted block (layer 9 < 10) is new, so it is trained, not frozen; it started closed
     assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
     assert 0 < ck["model.9.gate"].abs().item() < 0.5
+
+
+def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, monkeypatch):
+    """Interrupted right after epoch 0's checkpoint (before its results.csv row): resume restores the row,
+    keeps the inserted block trainable inside the frozen range (same optimizer groups) and finishes."""
+    out, _ = tiny_run
+    data = load_checkpoint(out["last"])["opt"]["data"]
+    real = train._append_csv
+
+    def interrupt(path, row):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_append_csv", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(data=data, weights=str(out["last"]), cfg="yolov5n_CBAM.yaml", epochs=2, project=str(tmp_path),
+                  freeze=[10], noplots=True, **FAST)
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    ck = load_checkpoint(last)
+    assert ck["epoch"] == 0 and ck["new_blocks"] == ["model.9."]
+    assert not (tmp_path / "exp" / "results.csv").exists()
+    monkeypatch.setattr(train, "_append_csv", real)
+    res = train.run(resume=str(last), workers=0, device="cpu")
+    assert res["save_dir"] == tmp_path / "exp"
+    rows = _rows(tmp_path / "exp" / "results.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[0]["train/box_loss"]) == pytest.approx(ck["results"]["train/box_loss"])
