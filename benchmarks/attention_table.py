@@ -8,7 +8,7 @@ For each config: parameters, the change against yolov5s (7,235,389), GFLOPs at 6
 (thop's module count plus the attention matmuls thop cannot see, see
 `utils.torch_utils.count_flops`; counted on the meta device, where only shapes are computed), the attention-matmul part alone, and CPU latency at batch 1
 (fused, eval, fp32, `torch.set_num_threads(2)`, median of `--runs` timed runs after warm-up;
-configs slower than 2 s per image get fewer runs). Writes benchmarks/results/attention_zoo.md
+configs slower than 5 s per image get 3 runs). Writes benchmarks/results/attention_zoo.md
 and .csv. The 1-minute load average is recorded at start and end: other processes on the
 machine make latencies noisy, the parameter and FLOP columns are exact.
 """
@@ -55,7 +55,7 @@ def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tu
     model(x)  # first call: allocator and kernel selection
     t0 = time.perf_counter()
     model(x)
-    if time.perf_counter() - t0 > 2.0:  # global attention at stride 4: seconds per image, keep it short
+    if time.perf_counter() - t0 > 5.0:  # global attention at stride 4: seconds per image, keep it short
         warmup, runs = 0, 3
     for _ in range(max(warmup - 2, 0)):
         model(x)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "`yolov5s_<Name>.yaml`, 'in C3' = `yolov5s_C3<Name>.yaml` (the block ends every backbone\n"
             "bottleneck), 'replaces C3' = `yolov5s_<Name>-replace.yaml`.\n\n"
             f"CPU latency: fused, eval, fp32, batch 1, torch {torch.__version__}, {opt.threads} threads, median of "
-            f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 2 s); "
+            f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 5 s); "
             "`min ms` is the fastest run, the least disturbed by other processes. "
             f"1-min load average {load0:.2f} at start, {load1:.2f} at end ({minutes:.0f} min): latencies on a "
             "shared machine are noisy, compare them within one table only.")
