@@ -225,6 +225,9 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
         model = DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
     model = model.to(device)
     amp = amp_enabled(device)
+    channels_last = device.type == "cpu"  # oneDNN convolutions (forward and backward) are faster in NHWC
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
 
     freeze = _freeze_prefixes(opt.freeze)
     if transfer is not None:
@@ -360,6 +363,8 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
         epoch_t0 = time.time()
         for i, (imgs, targets, _paths, _) in pbar:
             ni = i + nb * epoch
+            if channels_last:  # on the uint8 batch: 4x less to move than after .float()
+                imgs = imgs.contiguous(memory_format=torch.channels_last)
             imgs = imgs.to(device, non_blocking=True).float() / 255
 
             if ni <= nw:
