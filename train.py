@@ -459,10 +459,6 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
                     save_checkpoint(ckpt_out, wdir / f"epoch{epoch}.pt")
                 del ckpt_out
             _append_csv(csv_path, row)  # after the checkpoint: a resumed run never repeats an epoch
-            if plots:
-                from utils.train_plots import plot_results
-
-                plot_results(csv_path)
             final_results = row
             LOGGER.info(f"epoch {epoch}: {train_time:.1f}s training")
 
@@ -481,6 +477,10 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     if main_proc:
         n_done = epoch - start_epoch + 1
         LOGGER.info(f"\n{n_done} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+        if plots:
+            from utils.train_plots import plot_results
+
+            plot_results(csv_path)  # results.png
         for f in (last, best):
             if f.exists():
                 strip_optimizer(f)

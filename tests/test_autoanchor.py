@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.yolo import DetectionModel
-from utils.autoanchor import anchor_metrics, check_anchors, kmean_anchors, label_wh
+from utils.autoanchor import anchor_metrics, check_anchors, kmean_anchors, label_wh, match_slots
 
 
 def _labels(rng: np.random.Generator, n_img: int = 40, sizes=((0.05, 0.05), (0.2, 0.1), (0.5, 0.6))):
@@ -64,6 +64,17 @@ def test_check_anchors_replaces_poor_anchors():
     assert out["bpr"] < 0.98 and out["replaced"] and out["new_bpr"] > 0.98
     det = m.model[-1]
     px = (det.anchors * det.stride.view(-1, 1, 1)).view(-1, 2)
-    assert torch.all(px[1:].prod(1) >= px[:-1].prod(1))  # small anchors on small strides
+    area = px.prod(1).view(3, 3)
+    assert torch.all(area[1:].min(1)[0] >= area[:-1].max(1)[0])  # small anchors on small strides
     # in stride units: level-0 anchors divided by 8
     assert anchor_metrics(px.numpy(), label_wh(shapes, labels, 320))[0] == pytest.approx(out["new_bpr"], abs=0.02)
+
+
+def test_match_slots_keeps_levels_and_pairs_similar_shapes():
+    old = np.array([[[10, 13], [16, 30], [33, 23]], [[30, 61], [62, 45], [59, 119]]], dtype=float)
+    new = np.array([[[6, 5], [10, 13], [23, 26]], [[55, 36], [45, 86], [111, 78]]], dtype=float)
+    out = match_slots(new, old)
+    for lvl in range(2):  # same anchors per level, only reordered
+        assert sorted(map(tuple, out[lvl])) == sorted(map(tuple, new[lvl]))
+    assert out[1].tolist() == [[45, 86], [55, 36], [111, 78]]  # tall to the tall slot, wide to the wide one
+    assert np.array_equal(match_slots(old, old), old)
