@@ -62,19 +62,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--repeat", type=int, default=1, help="independent runs (the figures vary by a few 0.001)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per --seed (results vary with it)")
     p.add_argument("--out", default=str(RESULTS / "train_coco128"))
     p.add_argument("extra", nargs="*", help="more train.py flags, after --")
     opt = p.parse_args(argv)
     load = os.getloadavg()[0]
     rows = [dict(REFERENCE)]
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(opt.repeat):
-            res = run_once(opt.weights, opt.cfg, opt.epochs, opt.imgsz, opt.batch, Path(tmp) / f"r{i}", opt.extra)
-            name = "ours" + (f" ({opt.cfg})" if opt.cfg else "") + (f" #{i + 1}" if opt.repeat > 1 else "")
+        for seed in opt.seeds:
+            res = run_once(opt.weights, opt.cfg, opt.epochs, opt.imgsz, opt.batch, Path(tmp) / f"s{seed}",
+                           [*opt.extra, "--seed", str(seed)])
+            name = "ours" + (f" ({opt.cfg})" if opt.cfg else "") + f", seed {seed}"
             row = {"run": name, **{k: res[k] for k in ("train s/epoch", "wall s", "P", "R", "mAP50", "mAP50-95")}}
             rows.append(row)
             LOGGER.info(f"{row}  (epochs: {res['epoch s']})")
+        if len(opt.seeds) > 1:
+            mean = {k: round(sum(r[k] for r in rows[1:]) / len(opt.seeds), 3)
+                    for k in ("train s/epoch", "wall s", "P", "R", "mAP50", "mAP50-95")}
+            rows.append({"run": f"ours, mean of {len(opt.seeds)} seeds", **mean})
     LOGGER.info(table(rows))
     write_results(rows, opt.out, note=(
         f"`train.py --weights {Path(opt.weights).name} --data coco128.yaml --img {opt.imgsz} --batch {opt.batch} "

@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "--img", str(opt.imgsz), "--batch-size", str(opt.batch), "--epochs", str(opt.epochs), "--workers",
                 str(opt.workers), "--project", str(project), "--noplots", "--optimizer", opt.optimizer,
                 "--hyp", str(hyp_file), *opt.extra]
-        log_path = Path(opt.out).with_suffix(".log")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path = Path(tempfile.gettempdir()) / f"{Path(opt.out).name}.log"  # train.py's own output
+        Path(opt.out).parent.mkdir(parents=True, exist_ok=True)
         rows, wall, rc = train_and_watch(args, project / "exp" / "results.csv", opt.budget, log_path)
     if not rows:
         raise SystemExit(f"train.py produced no results (exit code {rc}); see {log_path}")
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"Final epoch: mAP50 {rows[-1]['mAP50']:.3f}, mAP50-95 {rows[-1]['mAP50-95']:.3f} after "
             f"{wall / 60:.1f} min. 1-min load average at start {load:.2f}.")
     write_results(rows, opt.out, note=note)
-    plot(rows, opt.target, opt.budget / 60, Path(opt.out).with_suffix(".png"), f"yolov5n from scratch, {cmd}")
+    title = (f"yolov5n from scratch on synthetic shapes ({opt.n_train} train / {opt.n_val} val images)\n"
+             f"--img {opt.imgsz} --batch {opt.batch} --epochs {opt.epochs} --optimizer {opt.optimizer} (lr0 {opt.lr0})")
+    plot(rows, opt.target, opt.budget / 60, Path(opt.out).with_suffix(".png"), title)
     LOGGER.info(note)
     return {"rows": rows, "hit": hit, "within": within, "wall": wall, "rc": rc}
 
