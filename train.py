@@ -349,6 +349,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     from tqdm import tqdm
 
     final_results: dict = {}
+    train_total = 0.0  # seconds in the training loops (validation excluded)
     for epoch in range(start_epoch, epochs):
         model.train()
         if RANK != -1:
@@ -418,6 +419,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
 
                     plot_images(imgs, targets, save_dir / f"train_batch{ni}.jpg", names)
         train_time = time.time() - epoch_t0
+        train_total += train_time
 
         lr = [x["lr"] for x in optimizer.param_groups]
         scheduler.step()
@@ -495,8 +497,11 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
                                             verbose=nc < 50, plots=plots, compute_loss=compute_loss)
         LOGGER.info(f"Results saved to {save_dir}")
     torch.cuda.empty_cache() if cuda else None
+    p_, r_, map50, map5095 = (float(x) for x in results[:4])
     return {"results": tuple(float(x) for x in results), "maps": maps, "save_dir": save_dir,
-            "last": last, "best": best, "epochs_row": final_results, "best_fitness": best_fitness}
+            "last": last, "best": best, "epochs_row": final_results, "best_fitness": best_fitness,
+            "metrics": {"precision": p_, "recall": r_, "map50": map50, "map": map5095},
+            "train_time": train_total}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,8 +598,11 @@ def run(**kwargs) -> dict:
     """``train.run(data='coco128.yaml', weights='yolov5n.pt', imgsz=320, epochs=3)``: the CLI from Python.
 
     Keyword names are the CLI flags with underscores (``batch_size``, ``cos_lr`` ...); ``img``
-    and ``img_size`` are accepted for ``imgsz``. Returns ``{"results", "maps", "save_dir",
-    "last", "best", ...}``.
+    and ``img_size`` are accepted for ``imgsz``; ``hyp`` may be a dict. Returns a dict:
+    ``results`` (P, R, mAP50, mAP50-95, val box/obj/cls losses of the final validation),
+    ``metrics`` (the first four by name: precision, recall, map50, map), ``maps`` (mAP50-95
+    per class), ``save_dir``, ``last``, ``best``, ``best_fitness`` and ``train_time`` (seconds
+    spent in the training loops).
     """
     opt = parse_opt([])
     for alias in ("img", "img_size"):

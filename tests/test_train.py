@@ -88,6 +88,7 @@ def test_run_outputs(tiny_run):
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert list(rows[0]) == train.CSV_KEYS
     assert len(out["results"]) == 7
+    assert out["metrics"]["map50"] == out["results"][2] and out["train_time"] > 0
     assert "must be a multiple of max stride 32, updating to 128" in log
     assert "Starting training for 2 epochs" in log
 
