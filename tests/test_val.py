@@ -199,6 +199,9 @@ def test_speed_task_and_single_cls(synthetic, tiny_model, tmp_path):
                                workers=0, project=tmp_path, name="single", plots=True)
     assert maps.shape == (1,)
     assert (tmp_path / "single" / "confusion_matrix.png").exists()
+    results, _, _ = val.run(synthetic, weights=ckpt, imgsz=64, batch_size=4, augment=True, device="cpu",
+                            workers=0, project=tmp_path, name="tta", plots=False, save_txt=True)
+    assert len(results) == 7 and (tmp_path / "tta" / "labels").is_dir()
 
 
 def test_cli_class_count_mismatch(synthetic, weights_n, tmp_path):
