@@ -10,7 +10,7 @@ or from Python: ``make_synthetic(out_dir, n_train, n_val, imgsz, seed)``, which 
 dataset YAML it writes (``<out_dir>/synthetic.yaml``, with an absolute ``path``).
 ``data/synthetic.yaml`` points at the default location and generates the set on first use.
 
-Objects are large (12-40% of the image side), never overlap, and differ clearly in colour
+Objects are large (12-35% of the image side), never overlap, and differ clearly in colour
 from the background under them, so a detector trained from scratch learns them quickly.
 """
 
@@ -26,15 +26,17 @@ import cv2
 import numpy as np
 
 CLASSES = ["circle", "square", "triangle"]
-SIZE_RANGE = (0.12, 0.40)  # object size as a fraction of the image side
-MAX_OBJECTS = 4
-MIN_CONTRAST = 90.0  # minimum RGB distance (0-255 scale) between an object and 95% of the background under it
+SIZE_RANGE = (0.12, 0.35)  # object size as a fraction of the image side
+OBJECTS = (3, 6)  # objects per image (fewer when they do not fit)
+MIN_CONTRAST = 100.0  # minimum RGB distance (0-255 scale) between an object and 95% of the background under it
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured, low-saturation-to-mid background: noise, a gradient or stripes, plus grain."""
+    """A textured background: blotchy noise, a gradient or stripes between two nearby colours, plus
+    grain. The texture is kept subtle so that it never looks like an object's edge."""
     kind = rng.integers(3)
-    c1, c2 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+    c1 = rng.uniform(40, 215, 3)
+    c2 = (c1 + rng.uniform(-50, 50, 3)).clip(0, 255)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     if kind == 0:  # smooth blotchy noise
         coarse = rng.uniform(0, 1, (8, 8)).astype(np.float32)
@@ -48,7 +50,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         period = rng.uniform(0.05, 0.25)
         t = (0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(a) + yy * math.sin(a)) / period))[..., None]
     img = c1 * (1 - t) + c2 * t
-    img += rng.normal(0, 8, img.shape)  # grain
+    img += rng.normal(0, 6, img.shape)  # grain
     return img.clip(0, 255).astype(np.uint8)
 
 
@@ -79,9 +81,9 @@ def _draw(img: np.ndarray, cls: int, box: np.ndarray, rng: np.random.Generator, 
     if cls == 1:  # axis-aligned square
         cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), colour, thickness=-1)
         return np.array([x1, y1, x2, y2])
-    # triangle: equilateral, random rotation, inscribed in the box's circle
+    # triangle: equilateral, apex up or down (tilted by up to 10 degrees), inscribed in the box's circle
     cx, cy, r = (x1 + x2) / 2, (y1 + y2) / 2, side / 2
-    a0 = rng.uniform(0, 2 * math.pi)
+    a0 = (-math.pi / 2 if rng.random() < 0.5 else math.pi / 2) + rng.uniform(-1, 1) * math.radians(10)
     pts = np.array([[cx + r * math.cos(a0 + k * 2 * math.pi / 3), cy + r * math.sin(a0 + k * 2 * math.pi / 3)]
                     for k in range(3)])
     pts = np.round(pts).astype(np.int32)
@@ -93,7 +95,7 @@ def _make_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[t
     img = _background(rng, size)
     placed: list[np.ndarray] = []
     objects = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(OBJECTS[0], OBJECTS[1] + 1))):
         for _attempt in range(30):
             side = int(rng.uniform(*SIZE_RANGE) * size)
             x1, y1 = (int(v) for v in rng.integers(0, size - side, 2))
