@@ -6,7 +6,8 @@
 
 For each config: parameters, the change against yolov5s (7,235,389), GFLOPs at 640x640
 (thop's module count plus the attention matmuls thop cannot see, see
-`utils.torch_utils.count_flops`; counted on the meta device, where only shapes are computed), the attention-matmul part alone, and CPU latency at batch 1
+`utils.torch_utils.count_flops`; counted on the meta device, where only shapes are computed),
+the attention-matmul part alone, and CPU latency at batch 1
 (fused, eval, fp32, `torch.set_num_threads(2)`, median of `--runs` timed runs after warm-up;
 configs slower than 5 s per image get 3 runs). Writes benchmarks/results/attention_zoo.md
 and .csv. The 1-minute load average is recorded at start and end: other processes on the
