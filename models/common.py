@@ -9,6 +9,8 @@ The attention blocks live in :mod:`models.attention` and are re-exported here, s
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -29,9 +31,13 @@ def autopad(k: int | tuple[int, int], p: int | None = None, d: int = 1) -> int |
 
 
 class Conv(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> SiLU. After `fuse()` the batch norm is folded away."""
+    """Conv2d (no bias) -> BatchNorm2d -> activation. After `fuse()` the batch norm is folded away.
 
-    default_act: nn.Module = nn.SiLU()
+    ``act=True`` takes a copy of ``Conv.default_act`` (SiLU; a model YAML's ``activation:`` key
+    changes it while that model is built), ``False`` means none, a module is used as given.
+    """
+
+    default_act: nn.Module = nn.SiLU(inplace=True)
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1,
                  d: int = 1, act: bool | nn.Module = True):
@@ -39,7 +45,7 @@ class Conv(nn.Module):
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2, eps=BN_EPS, momentum=BN_MOMENTUM)
         if act is True:
-            self.act = nn.SiLU(inplace=True)
+            self.act = copy.deepcopy(Conv.default_act)
         elif isinstance(act, nn.Module):
             self.act = act
         else:

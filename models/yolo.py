@@ -157,11 +157,30 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
             raise ModelConfigError(f"{src}: missing key {key!r} (a model YAML needs 'backbone' and 'head')")
     for key in ("depth_multiple", "width_multiple"):
         d.setdefault(key, 1.0)
+    default_act = Conv.default_act
+    Conv.default_act = _activation(d.get("activation"), src)
+    try:
+        return _build_layers(d, ch, src, verbose)
+    finally:  # the YAML's activation applies to this model only
+        Conv.default_act = default_act
+
+
+def _activation(spec: str | None, src: str) -> nn.Module:
+    """The module named by a YAML's optional `activation:` key, e.g. `nn.ReLU()` or `nn.LeakyReLU(0.1)`."""
+    if not spec:
+        return nn.SiLU(inplace=True)
+    try:
+        act = eval(str(spec), {"__builtins__": {}, "nn": nn})  # noqa: S307 - only torch.nn is in scope
+    except Exception as e:
+        raise ModelConfigError(f"{src}: activation {spec!r} is not a torch.nn module expression: {e}") from None
+    if not isinstance(act, nn.Module):
+        raise ModelConfigError(f"{src}: activation {spec!r} must build an nn.Module, got {type(act).__name__}")
+    return act
+
+
+def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.Sequential, list[int]]:
     nc, anchors = d.get("nc", 80), d.get("anchors", 3)
     gd, gw = d["depth_multiple"], d["width_multiple"]
-    act = d.get("activation")
-    if act:  # e.g. activation: nn.ReLU()
-        Conv.default_act = eval(act, {"nn": nn})  # noqa: S307 - restricted namespace, YAML from the user
     names = {"nc": nc, "anchors": anchors}
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)

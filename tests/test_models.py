@@ -113,6 +113,23 @@ def test_channel_or_shape_mismatch_is_named(tmp_path):
         DetectionModel(_write(tmp_path, text))
 
 
+def test_yaml_activation_applies_to_that_model_only(tmp_path):
+    from torch import nn
+
+    text = "activation: nn.LeakyReLU(0.1)\n" + (MODELS / "yolov5n.yaml").read_text()
+    relu_model = DetectionModel(_write(tmp_path, text))
+    acts = {type(m.act) for m in relu_model.modules() if hasattr(m, "act") and hasattr(m, "bn")}
+    assert acts == {nn.LeakyReLU}
+    plain = DetectionModel(MODELS / "yolov5n.yaml")  # built afterwards: SiLU again
+    assert {type(m.act) for m in plain.modules() if hasattr(m, "act") and hasattr(m, "bn")} == {nn.SiLU}
+
+
+def test_bad_activation_is_named(tmp_path):
+    text = "activation: os.system('true')\n" + (MODELS / "yolov5n.yaml").read_text()
+    with pytest.raises(ModelConfigError, match=r"bad.yaml: activation"):
+        DetectionModel(_write(tmp_path, text))
+
+
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match="not_a_model.yaml"):
         resolve_cfg("not_a_model.yaml")
