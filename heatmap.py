@@ -54,8 +54,8 @@ def pick_layers(model: torch.nn.Module, layers: list[int] | None) -> list[tuple[
 
 def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[int] | None = None, det: int = 0,
         conf_thres: float = 0.25, iou_thres: float = 0.45, device: str = "cpu",
-        project: str | Path = ROOT / "runs/heatmap", name: str = "exp", exist_ok: bool = False) -> list[Path]:
-    """Write the overlays for one image; returns the written files."""
+        project: str | Path = ROOT / "runs/heatmap", name: str = "exp", exist_ok: bool = False) -> dict[Path, np.ndarray]:
+    """Write the overlays for one image; returns each written file with its map at the image's size."""
     dev = select_device(device, verbose=False)
     model = load_model(weights, dev, fuse=False)
     im0 = cv2.imread(str(source))
@@ -89,7 +89,7 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
 
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
     stem = Path(source).stem
-    written = []
+    written: dict[Path, np.ndarray] = {}
     for (i, block), xin in zip(chosen, inputs):
         tag = f"{stem}_L{i}_{type(block).__name__}"
         point = target[2] if target else (0.5, 0.5)
@@ -97,7 +97,7 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
             full = unletterbox(m[0].cpu().numpy(), im0.shape[:2], geometry)
             f = save_dir / f"{tag}_{map_name}.png"
             cv2.imwrite(str(f), overlay(im0, full))
-            written.append(f)
+            written[f] = full
         if target:
             cam = grad_cam(model, block, x, target[0], target[1])
             full = unletterbox(cam, im0.shape[:2], geometry)
@@ -105,7 +105,7 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
             ann.box_label(target[3], model.names[target[1]], color=(255, 255, 255), txt_color=(0, 0, 0))
             f = save_dir / f"{tag}_gradcam.png"
             cv2.imwrite(str(f), ann.result())
-            written.append(f)
+            written[f] = full
     LOGGER.info(f"{len(written)} heatmaps saved to {save_dir}")
     return written
 
