@@ -53,9 +53,20 @@ def expand_cfgs(items: list[str]) -> list[str]:
     return out
 
 
+def _cfg_identity(cfg: str) -> str:
+    """The config's name and a digest of its text: an edited YAML is measured again."""
+    from models.yolo import resolve_cfg
+
+    path = resolve_cfg(cfg)
+    text = path.read_text()
+    if path.stem != Path(cfg).stem:  # scale letter taken from the name (yolov5n_X from yolov5s_X)
+        text += f"\n# scale from {Path(cfg).stem}"
+    return f"{Path(cfg).stem}:{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
 def run_key(kind: str, cfg: str, settings: dict, seed: int | None = None) -> str:
     """Identity of one measurement: the same key means it was already done."""
-    blob = json.dumps({"kind": kind, "cfg": Path(cfg).name, "seed": seed, **settings}, sort_keys=True, default=str)
+    blob = json.dumps({"kind": kind, "cfg": _cfg_identity(cfg), "seed": seed, **settings}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -73,8 +84,10 @@ def load_done(path: Path) -> dict[str, dict]:
 
 
 def append_done(path: Path, rec: dict) -> None:
+    """Add one finished measurement; a torn last line (a kill while writing) is ended first."""
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write(json.dumps(rec, default=str) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(rec, default=str) + "\n")
         f.flush()
 
 
@@ -265,6 +278,12 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         name: str = "exp") -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths."""
     cfgs = expand_cfgs(cfg)
+    if epochs > 0 and not data:
+        raise ValueError("training runs (--epochs > 0) need --data")
+    if nc is None and data:  # cost of the model that is trained: the dataset's classes
+        from utils.data.dataset_config import check_dataset
+
+        nc = check_dataset(data, autodownload=False)["nc"]
     out = Path(project) / name
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
@@ -286,8 +305,6 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
             cost[c] = measure_cost(c, imgsz, threads, runs, nc)
             append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
         if epochs > 0:
-            if not data:
-                raise ValueError("training runs (--epochs > 0) need --data")
             for seed in range(seeds):
                 key = run_key("train", c, train_settings, seed)
                 if key in done:
@@ -329,7 +346,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20, help="timed forward passes per config")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--nc", type=int, default=None, help="number of classes for the cost measurement")
+    p.add_argument("--nc", type=int, default=None,
+                   help="number of classes for the cost measurement (default: the dataset's, else the config's)")
     p.add_argument("--project", default=str(ROOT / "runs/compare"))
     p.add_argument("--name", default="exp")
     return p.parse_args(argv)

@@ -1,0 +1,169 @@
+"""compare.py on two configs with a tiny budget: every output file and column, noise marks, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+
+import compare
+from data.synthetic import make_synthetic
+
+CFGS = ["yolov5n.yaml", "yolov5n_SE.yaml"]
+TINY = dict(imgsz=64, epochs=1, seeds=2, batch_size=4, workers=0, runs=2, threads=1)
+COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "Δ mAP50-95"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("synth"), n_train=8, n_val=4, imgsz=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def compared(synth, tmp_path_factory):
+    project = tmp_path_factory.mktemp("compare")
+    out = compare.run(CFGS, data=str(synth), **TINY, project=str(project), name="tiny")
+    return out, project / "tiny"
+
+
+def test_every_output_file_and_column(compared):
+    out, d = compared
+    for name in ("results.csv", "results.md", "runs.jsonl", "map_vs_latency.png", "map_vs_params.png",
+                 "training_curves.png"):
+        assert (d / name).is_file() and (d / name).stat().st_size > 0, name
+    for png in ("map_vs_latency.png", "map_vs_params.png", "training_curves.png"):
+        im = cv2.imread(str(d / png))
+        assert im is not None and im.shape[0] > 300 and im.shape[1] > 500, png
+
+    rows = list(csv.DictReader(open(d / "results.csv", encoding="utf-8")))
+    assert [r["config"] for r in rows] == ["yolov5n", "yolov5n_SE"]
+    assert list(rows[0]) == COLUMNS
+    base, se = rows
+    # the synthetic set has 3 classes: the cost is measured for the model that is trained
+    from models.yolo import DetectionModel
+
+    for row, cfg in zip(rows, CFGS):
+        assert int(row["params"]) == sum(p.numel() for p in DetectionModel(cfg, nc=3).parameters())
+        assert float(row["GFLOPs"]) > 0 and float(row["CPU ms"]) > 0 and float(row["peak MB"]) >= 0
+        assert row["seeds"] == "2"
+        for col in ("mAP50", "mAP50-95"):
+            mean, std = (float(v) for v in row[col].split(" ± "))
+            assert 0 <= mean <= 1 and std >= 0
+    assert int(se["params"]) > int(base["params"]) and float(se["GFLOPs"]) >= float(base["GFLOPs"])
+    assert base["Δparams"] == "+0.00%" and se["Δparams"].startswith("+")
+    assert base["Δ mAP50-95"] == "baseline"
+    assert se["Δ mAP50-95"][0] in "+-"
+
+    md = (d / "results.md").read_text()
+    assert "| config |" in md and "yolov5n_SE" in md and "within noise" in md  # the note explains the column
+    assert out["markdown"] in md
+
+    recs = [json.loads(line) for line in (d / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["kind"] for r in recs) == ["cost"] * 2 + ["train"] * 4
+    for r in recs:
+        if r["kind"] == "train":
+            assert Path(r["result"]["results_csv"]).is_file()
+
+
+def test_rerun_skips_everything(compared, synth, monkeypatch):
+    _, d = compared
+
+    def boom(*a, **k):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(compare, "measure_cost", boom)
+    monkeypatch.setattr(compare, "train_once", boom)
+    before = (d / "runs.jsonl").read_text()
+    out = compare.run(CFGS, data=str(synth), **TINY, project=str(d.parent), name="tiny")
+    assert (d / "runs.jsonl").read_text() == before
+    assert [r["config"] for r in out["rows"]] == ["yolov5n", "yolov5n_SE"]
+
+
+def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
+    """Stop during the third training run (and leave a torn line): the rerun trains only what is missing."""
+    calls: list[tuple[str, int]] = []
+    real_train = compare.train_once
+    settings = dict(TINY, epochs=1, seeds=2)
+
+    def fake_cost(cfg, *a, **k):
+        return {"params": 1000 + len(cfg), "gflops": 1.0, "cpu_ms": 1.0, "gpu_ms": None, "peak_mem_mb": 1.0}
+
+    def interrupted(cfg, seed, opt, root):
+        calls.append((cfg, seed))
+        if len(calls) == 3:
+            with open(tmp_path / "exp" / "runs.jsonl", "a") as f:
+                f.write('{"key": "half-writ')  # killed while appending
+            raise KeyboardInterrupt
+        return real_train(cfg, seed, opt, root)
+
+    monkeypatch.setattr(compare, "measure_cost", fake_cost)
+    monkeypatch.setattr(compare, "train_once", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run(CFGS, data=str(synth), **settings, project=str(tmp_path), name="exp")
+    assert calls == [("yolov5n.yaml", 0), ("yolov5n.yaml", 1), ("yolov5n_SE.yaml", 0)]
+
+    calls.clear()
+    monkeypatch.setattr(compare, "train_once", lambda cfg, seed, opt, root: calls.append((cfg, seed)) or
+                        {"map50": 0.5, "map": 0.3, "results_csv": "", "train_s": 0.0})
+    out = compare.run(CFGS, data=str(synth), **settings, project=str(tmp_path), name="exp")
+    assert calls == [("yolov5n_SE.yaml", 0), ("yolov5n_SE.yaml", 1)]
+    assert [r["seeds"] for r in out["rows"]] == [2, 2]
+    calls.clear()
+    compare.run(CFGS, data=str(synth), **settings, project=str(tmp_path), name="exp")
+    assert calls == []  # the records written after the torn line are readable
+
+
+def test_changed_settings_or_config_are_measured_again(synth, tmp_path, monkeypatch):
+    n = {"cost": 0}
+
+    def fake_cost(cfg, *a, **k):
+        n["cost"] += 1
+        return {"params": 1, "gflops": 1.0, "cpu_ms": 1.0, "gpu_ms": None, "peak_mem_mb": 1.0}
+
+    monkeypatch.setattr(compare, "measure_cost", fake_cost)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(Path("models/yolov5n.yaml").read_text())
+    compare.run([str(cfg)], imgsz=64, project=str(tmp_path), name="c")
+    compare.run([str(cfg)], imgsz=64, project=str(tmp_path), name="c")
+    assert n["cost"] == 1
+    compare.run([str(cfg)], imgsz=96, project=str(tmp_path), name="c")  # other image size
+    assert n["cost"] == 2
+    cfg.write_text(cfg.read_text().replace("width_multiple: 0.25", "width_multiple: 0.125"))  # edited YAML
+    compare.run([str(cfg)], imgsz=64, project=str(tmp_path), name="c")
+    assert n["cost"] == 3
+
+
+def test_noise_column():
+    cost = {c: {"params": 100, "gflops": 1.0, "cpu_ms": 1.0, "peak_mem_mb": 1.0} for c in ("a", "b", "c")}
+    acc = {"a": [{"map50": 0.5, "map": 0.30}, {"map50": 0.5, "map": 0.32}],   # 0.31 ± 0.014
+           "b": [{"map50": 0.5, "map": 0.32}, {"map50": 0.5, "map": 0.34}],   # +0.02, spreads add to 0.028
+           "c": [{"map50": 0.6, "map": 0.40}, {"map50": 0.6, "map": 0.41}]}   # +0.095: beyond the spread
+    rows = compare.summarise(["a", "b", "c"], cost, acc)
+    assert rows[0]["Δ mAP50-95"] == "baseline"
+    assert rows[1]["Δ mAP50-95"] == "+0.020 (within noise)"
+    assert rows[2]["Δ mAP50-95"] == "+0.095"
+    assert rows[1]["mAP50-95"] == "0.330 ± 0.014"
+    # one seed: no spread, so no noise verdict
+    one = compare.summarise(["a", "c"], cost, {"a": acc["a"][:1], "c": acc["c"][:1]})
+    assert one[1]["Δ mAP50-95"] == "+0.100" and one[1]["mAP50-95"] == "0.400"
+    assert not math.isnan(float(one[1]["Δ mAP50-95"]))
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    assert compare.main(["--cfg", "models/nothing_*.yaml"]) == 2
+    assert "matches no file" in capsys.readouterr().err
+    assert compare.main(["--cfg", "yolov5n.yaml", "--epochs", "1", "--project", str(tmp_path)]) == 2
+    assert "need --data" in capsys.readouterr().err
