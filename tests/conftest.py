@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ ZIDANE = SHARED / "images" / "zidane.jpg"
 # Dataset YAMLs with a relative `path` resolve against this folder (tests never download).
 os.environ.setdefault("YOLO_DATASETS_DIR", str(DATASETS))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Label caches go to a temporary folder: the tests never write into ../shared.
+os.environ.setdefault("YOLO_CACHE_DIR", tempfile.mkdtemp(prefix="yolo-label-cache-"))
 
 
 def _require(p: Path) -> Path:

@@ -216,6 +216,22 @@ def test_coco128_scan_counts(datasets_dir):
     assert sum(int((lb[:, 0] == 0).sum()) for lb in res.labels) == 254  # persons
 
 
+@pytest.fixture
+def cache_beside_labels(monkeypatch):
+    """The default cache place (conftest sends caches to a temporary folder)."""
+    monkeypatch.delenv("YOLO_CACHE_DIR", raising=False)
+
+
+def test_cache_dir_env_keeps_the_dataset_untouched(tmp_path, monkeypatch):
+    im_dir = _make_set(tmp_path / "ds", {"a.jpg": (_jpeg_bytes(), GOOD)})
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "caches"))
+    r1 = scan_dataset(im_dir)
+    assert r1.cache_path.parent == tmp_path / "caches" and r1.cache_path.name.startswith("train-")
+    assert not list((tmp_path / "ds").rglob("*.npz"))
+    assert scan_dataset(im_dir).from_cache
+
+
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_cache_created_reused_invalidated(tmp_path):
     im_dir = _make_set(tmp_path / "c", {f"{i}.jpg": (_jpeg_bytes(seed=i), GOOD) for i in range(3)})
     cache = tmp_path / "c" / "labels" / "train.cache.npz"
@@ -240,6 +256,7 @@ def test_cache_created_reused_invalidated(tmp_path):
     assert not scan_dataset(im_dir, nc=3).from_cache
 
 
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_cache_folder_not_writeable(tmp_path, monkeypatch, log_lines):
     im_dir = _make_set(tmp_path / "ro", {"a.jpg": (_jpeg_bytes(), GOOD)})
 
@@ -253,6 +270,7 @@ def test_cache_folder_not_writeable(tmp_path, monkeypatch, log_lines):
     assert not list((tmp_path / "ro" / "labels").glob("*.npz")) and not list((tmp_path / "ro").rglob("*.tmp"))
 
 
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_corrupt_cache_is_rescanned(tmp_path):
     im_dir = _make_set(tmp_path / "cc", {"a.jpg": (_jpeg_bytes(), GOOD)})
     (tmp_path / "cc" / "labels" / "train.cache.npz").write_bytes(b"garbage")
@@ -263,6 +281,7 @@ def test_corrupt_cache_is_rescanned(tmp_path):
 # ----------------------------------------------------------------------------------- listing
 
 
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_list_image_files_sources(tmp_path):
     im_dir = _make_set(tmp_path / "d" / "set", {"a.jpg": (_jpeg_bytes(), GOOD), "b.png": (_png_rgba(), None)})
     (im_dir / "notes.txt").write_text("not an image")

@@ -43,6 +43,7 @@ from utils.data.sources import IMG_FORMATS
 from utils.logging import LOGGER
 
 CACHE_VERSION = "yolo-labels-1"
+CACHE_DIR_ENV = "YOLO_CACHE_DIR"  # optional folder for label caches (default: beside the labels)
 COORD_TOLERANCE = 0.01  # how far outside [0, 1] a coordinate may stray before the file counts as invalid
 MIN_IMAGE_SIZE = 10  # pixels, both sides
 EXIF_ORIENTATION = 0x0112
@@ -270,11 +271,18 @@ def files_hash(im_files: list[str], label_files: list[str], nc: int | None) -> s
 
 def default_cache_path(path: str | Path | list, label_files: list[str]) -> Path:
     """``labels/train2017.cache.npz`` beside the labels folder, or ``list.cache.npz`` beside a
-    ``.txt`` image list."""
+    ``.txt`` image list. With ``$YOLO_CACHE_DIR`` set, the file goes there instead (named by
+    a hash of that default place), so a shared or read-only dataset is never written to."""
     items = list(path) if isinstance(path, (list, tuple)) else [path]
     if len(items) == 1 and str(items[0]).endswith(".txt") and Path(items[0]).is_file():
-        return Path(items[0]).with_suffix(".cache.npz")
-    return Path(label_files[0]).parent.with_suffix(".cache.npz")
+        beside = Path(items[0]).with_suffix(".cache.npz")
+    else:
+        beside = Path(label_files[0]).parent.with_suffix(".cache.npz")
+    elsewhere = os.getenv(CACHE_DIR_ENV)
+    if elsewhere:
+        tag = hashlib.sha1(str(beside.resolve()).encode()).hexdigest()[:12]
+        return Path(elsewhere).expanduser() / f"{beside.name[:-len('.cache.npz')]}-{tag}.cache.npz"
+    return beside
 
 
 def _load_cache(cache_path: Path, key: str) -> ScanResult | None:
@@ -308,6 +316,8 @@ def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
     }
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
     try:
+        if os.getenv(CACHE_DIR_ENV):
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, cache_path)  # atomic: concurrent readers see the old or the new file

@@ -1,0 +1,59 @@
+"""Copy the measured tables from benchmarks/results/*.md into README.md.
+
+    python benchmarks/update_readme.py          # rewrite the marked sections of README.md
+    python benchmarks/update_readme.py --check  # exit 1 if README.md differs from the results
+
+README.md marks each generated section with a pair of HTML comments::
+
+    <!-- results: attention_zoo -->
+    ...the body of benchmarks/results/attention_zoo.md...
+    <!-- /results -->
+
+so the README always shows what the benchmark scripts last measured, never hand-copied figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+SECTION = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def _body(name: str) -> str:
+    md = RESULTS / f"{name}.md"
+    if not md.is_file():
+        raise FileNotFoundError(f"README.md asks for {md.relative_to(ROOT)}, which does not exist: run its benchmark")
+    text = md.read_text().strip()
+    text = re.sub(r"^# .*\n+", "", text)  # the file's own title: the README has its heading
+    return text + "\n"
+
+
+def render(readme: str) -> str:
+    """README text with every marked section replaced by its results file."""
+    return SECTION.sub(lambda m: m.group(1) + _body(m.group("name")) + m.group(4), readme)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
+    opt = p.parse_args(argv)
+    old = README.read_text()
+    new = render(old)
+    if opt.check:
+        if new != old:
+            print("README.md is out of date with benchmarks/results: run python benchmarks/update_readme.py")
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"README.md: {len(SECTION.findall(old))} sections from benchmarks/results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
