@@ -10,6 +10,8 @@ README.md marks each generated section with a pair of HTML comments::
     <!-- /results -->
 
 so the README always shows what the benchmark scripts last measured, never hand-copied figures.
+``<!-- results: NAME summary -->`` copies only the text before the file's first table (for
+results whose full table is too long for the README, such as a learning curve per epoch).
 """
 
 from __future__ import annotations
@@ -22,21 +24,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results"
-SECTION = re.compile(r"(<!-- results: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+SECTION = re.compile(r"(<!-- results: (?P<name>[\w.-]+)(?P<summary> summary)? -->\n)(?P<body>.*?)(<!-- /results -->)",
+                     re.S)
 
 
-def _body(name: str) -> str:
+def _body(name: str, summary: bool = False) -> str:
     md = RESULTS / f"{name}.md"
     if not md.is_file():
         raise FileNotFoundError(f"README.md asks for {md.relative_to(ROOT)}, which does not exist: run its benchmark")
     text = md.read_text().strip()
     text = re.sub(r"^# .*\n+", "", text)  # the file's own title: the README has its heading
+    if summary:
+        text = text.split("\n|", 1)[0].strip()
     return text + "\n"
 
 
 def render(readme: str) -> str:
     """README text with every marked section replaced by its results file."""
-    return SECTION.sub(lambda m: m.group(1) + _body(m.group("name")) + m.group(4), readme)
+    return SECTION.sub(lambda m: m.group(1) + _body(m.group("name"), bool(m.group("summary"))) + m.group(5), readme)
 
 
 def main(argv: list[str] | None = None) -> int:

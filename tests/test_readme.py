@@ -1,0 +1,42 @@
+"""The README shows the figures the benchmark scripts measured, not hand-edited ones."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import update_readme  # noqa: E402
+
+
+def test_readme_tables_match_the_results_files(capsys):
+    assert update_readme.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_every_image_the_readme_shows_is_in_the_repo():
+    import re
+
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert links, "the README shows no images"
+    assert [link for link in links if not (ROOT / link).is_file()] == []
+
+
+def test_render_copies_a_table_and_a_summary(tmp_path, monkeypatch):
+    monkeypatch.setattr(update_readme, "RESULTS", tmp_path)
+    (tmp_path / "a.md").write_text("# Title\n\nNote line.\n\n| x | y |\n|---|---|\n| 1 | 2 |\n")
+    readme = "top\n<!-- results: a -->\nold\n<!-- /results -->\nmid\n<!-- results: a summary -->\n<!-- /results -->\n"
+    out = update_readme.render(readme)
+    assert out == ("top\n<!-- results: a -->\nNote line.\n\n| x | y |\n|---|---|\n| 1 | 2 |\n<!-- /results -->\n"
+                   "mid\n<!-- results: a summary -->\nNote line.\n<!-- /results -->\n")
+    assert update_readme.render(out) == out  # idempotent
+
+
+def test_missing_results_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(update_readme, "RESULTS", tmp_path)
+    monkeypatch.setattr(update_readme, "ROOT", tmp_path.parent)
+    with pytest.raises(FileNotFoundError, match="nothere.md"):
+        update_readme.render("<!-- results: nothere -->\n<!-- /results -->\n")
