@@ -28,6 +28,19 @@ def _require(p: Path) -> Path:
     return p
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module, restored afterwards. The tiny tensors of unit tests
+    gain nothing from a second thread, and on a busy 2-core machine OpenMP barriers make
+    2-thread runs many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return _require(SHARED)

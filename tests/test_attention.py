@@ -23,14 +23,7 @@ BLOCKS = [n for n in A.__all__ if n not in ("AttentionBlock", "AttentionBottlene
           and not n.startswith("C3")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP
-    barriers make 2-thread runs of these tests 10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _se(c: int, r: int = 16) -> int:

@@ -27,14 +27,7 @@ BASELINE_S = 7_235_389
 HYP = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from a second thread, and on a busy 2-core machine OpenMP
-    barriers make 2-thread runs of these tests 10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
 import compare
 from data.synthetic import make_synthetic
@@ -19,12 +18,7 @@ TINY = dict(imgsz=64, epochs=1, seeds=2, batch_size=4, workers=0, runs=2, thread
 COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "Δ mAP50-95"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(imgsz=128, batch_size=4, workers=0, device="cpu", exist_ok=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain little from a second thread; on a busy 2-core machine OpenMP barriers
-    make 2-thread runs much slower. Restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

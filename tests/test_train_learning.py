@@ -8,19 +8,12 @@ AdamW. The full acceptance run (mAP50 >= 0.5 within 10 minutes of CPU training a
 from __future__ import annotations
 
 import pytest
-import torch
 
 import train
 from data.synthetic import make_synthetic
 from utils.data.dataset import load_hyp
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_learns_from_scratch_small(tmp_path):

@@ -21,14 +21,7 @@ ZOO = Path(__file__).resolve().parents[1] / "models" / "attention" / "configs"
 KEEPING = sorted(p.name.replace("yolov5s", "yolov5n") for p in ZOO.glob("yolov5s_*.yaml") if "-replace" not in p.name)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain little from a second thread; on a busy 2-core machine OpenMP barriers
-    make 2-thread runs much slower. Restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
