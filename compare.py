@@ -102,10 +102,33 @@ def _rss_kb() -> int:
         return 0
 
 
-def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, q) -> None:
-    """Runs in a fresh process, so its peak memory belongs to this model alone."""
+def _peak_rss_kb() -> int:
+    """Peak resident memory of this process since the last :func:`_reset_peak_rss`, in kB.
+
+    Read from VmHWM (Linux). Not ``getrusage().ru_maxrss``: Linux carries that figure across
+    fork and exec, so a worker spawned by a parent that once held gigabytes (after a training
+    run) would report the parent's peak as its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: this process's own maximum
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak (VmHWM) from the current resident size; a no-op where Linux's clear_refs is missing."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, q) -> None:
+    """Runs in a fresh process, so its peak memory belongs to this model alone."""
     import torch
 
     from models.yolo import DetectionModel
@@ -117,6 +140,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
         params = sum(p.numel() for p in model.parameters())
         fused = copy.deepcopy(model).fuse()
         x = torch.rand(1, 3, imgsz, imgsz)
+        _reset_peak_rss()
         rss0 = _rss_kb()
         times = []
         with torch.inference_mode():
@@ -125,7 +149,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                 fused(x)
                 if i >= 3:
                     times.append((time.perf_counter() - t0) * 1e3)
-        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        peak_mb = (_peak_rss_kb() - rss0) / 1024
         gflops = count_flops(model, imgsz)  # after timing: its own copies must not inflate the peak
         model = fused
         gpu_ms = None

@@ -161,3 +161,15 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "matches no file" in capsys.readouterr().err
     assert compare.main(["--cfg", "yolov5n.yaml", "--epochs", "1", "--project", str(tmp_path)]) == 2
     assert "need --data" in capsys.readouterr().err
+
+
+def test_peak_memory_is_the_models_own_not_the_parents():
+    """The cost worker is spawned from a process that may have held gigabytes (a training run
+    before it); Linux carries ru_maxrss across fork+exec, so it must not be what is reported."""
+    import torch
+
+    big = torch.ones(100_000_000)  # 400 MB touched, then freed: the parent's peak stays high
+    del big
+    res = compare.measure_cost("yolov5n.yaml", 64, 1, 1, nc=3)
+    assert 0 <= res["peak_mem_mb"] < 100
+    assert res["params"] == 1767976  # yolov5n with a 3-class head
