@@ -194,7 +194,22 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) ->
                     project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True)
     save_dir = Path(out["save_dir"])
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
-            "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1)}
+            "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
+            "gate": mean_gate(save_dir / "weights" / "last.pt")}
+
+
+def mean_gate(weights: str | Path) -> float | None:
+    """Mean |gate| of the attention blocks in a checkpoint: how far training opened them.
+
+    A block inserted into a pretrained network starts as the identity (gate 0) and becomes the
+    paper's block at gate 1; None for a model without attention blocks or a missing file."""
+    from utils.checkpoint import load_checkpoint
+
+    if not Path(weights).is_file():
+        return None
+    sd = load_checkpoint(weights)["model"]["state_dict"]
+    gates = [float(v.float().abs().mean()) for k, v in sd.items() if k == "gate" or k.endswith(".gate")]
+    return round(statistics.fmean(gates), 4) if gates else None
 
 
 def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]) -> list[dict]:
@@ -223,6 +238,8 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
             m, s = stats(cfg, "map")
             n = len(acc.get(cfg, []))
             row.update({"seeds": n, "mAP50": _pm(m50, s50, n), "mAP50-95": _pm(m, s, n)})
+            gates = [r["gate"] for r in acc.get(cfg, []) if r.get("gate") is not None]
+            row["gate"] = f"{statistics.fmean(gates):.3f}" if gates else "-"
             if cfg == base:
                 row["Δ mAP50-95"] = "baseline"
             else:
@@ -347,7 +364,9 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     if acc:
         note += (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'},"
                  f" batch {batch_size}, {seeds} seed(s); mean ± std over seeds; 'within noise' = |Δ| ≤ std(config) +"
-                 " std(baseline).")
+                 " std(baseline). gate = mean |gate| of the attention blocks after training (0: still the identity"
+                 " they start as when inserted into a pretrained model, 1: the paper's block; DA and CC start from"
+                 " their own zero γ instead and keep gate 1).")
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out)
     LOGGER.info("\n" + table(rows))

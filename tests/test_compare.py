@@ -15,7 +15,8 @@ from data.synthetic import make_synthetic
 
 CFGS = ["yolov5n.yaml", "yolov5n_SE.yaml"]
 TINY = dict(imgsz=64, epochs=1, seeds=2, batch_size=4, workers=0, runs=2, threads=1)
-COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "Δ mAP50-95"]
+COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "gate",
+           "Δ mAP50-95"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,6 +59,8 @@ def test_every_output_file_and_column(compared):
             assert 0 <= mean <= 1 and std >= 0
     assert int(se["params"]) > int(base["params"]) and float(se["GFLOPs"]) >= float(base["GFLOPs"])
     assert base["Δparams"] == "+0.00%" and se["Δparams"].startswith("+")
+    # from scratch the blocks are the paper's (gate starts at 1); the baseline has no gate
+    assert base["gate"] == "-" and abs(float(se["gate"]) - 1) < 0.05
     assert base["Δ mAP50-95"] == "baseline"
     assert se["Δ mAP50-95"][0] in "+-"
 
@@ -173,3 +176,18 @@ def test_peak_memory_is_the_models_own_not_the_parents():
     res = compare.measure_cost("yolov5n.yaml", 64, 1, 1, nc=3)
     assert 0 <= res["peak_mem_mb"] < 100
     assert res["params"] == 1767976  # yolov5n with a 3-class head
+
+
+def test_mean_gate_reads_how_far_blocks_opened(tmp_path):
+    from models.yolo import DetectionModel
+    from utils.checkpoint import model_record, save_checkpoint
+
+    model = DetectionModel("yolov5n_CBAM.yaml", nc=3)
+    for name, p in model.named_parameters():
+        if name.endswith(".gate"):
+            p.data.fill_(-0.25)  # the sign does not matter: how far from the identity
+    save_checkpoint({"model": model_record(model)}, tmp_path / "cbam.pt")
+    save_checkpoint({"model": model_record(DetectionModel("yolov5n.yaml", nc=3))}, tmp_path / "base.pt")
+    assert compare.mean_gate(tmp_path / "cbam.pt") == 0.25
+    assert compare.mean_gate(tmp_path / "base.pt") is None
+    assert compare.mean_gate(tmp_path / "missing.pt") is None
