@@ -8,10 +8,11 @@ benchmarks/train_synthetic.py), then runs ``heatmap.py`` on a validation image t
 model never trained on and puts three of its overlays side by side in
 benchmarks/results/heatmap_synthetic.png:
 
-1. the spatial gate of the CBAM block in backbone layer 4 (stride 8), the map that block
+1. the spatial gate of the CBAM block in backbone layer 2 (stride 4), the map that block
    multiplies its features by;
-2. Grad-CAM of the same layer for the highest-scoring detection (box drawn);
-3. Grad-CAM of backbone layer 8 (stride 32) for the same detection.
+2. the same gate in backbone layer 4 (stride 8);
+3. Grad-CAM of layer 4 for the highest-scoring detection (box drawn). Deeper layers (6, 8)
+   are 20x20 and 10x10 maps at this size, too coarse to show much on these small shapes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from data.synthetic import make_synthetic  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-PANELS = ("L4_CBAM_spatial_gate", "L4_CBAM_gradcam", "L8_CBAM_gradcam")
+PANELS = ("L2_CBAM_spatial_gate", "L4_CBAM_spatial_gate", "L4_CBAM_gradcam")
 
 
 def _caption(img: np.ndarray, text: str) -> np.ndarray:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> Path:
         missing = [t for t in PANELS if t not in by_tag]
         if missing:
             raise SystemExit(f"heatmap.py wrote {sorted(by_tag)}, not {missing}: was anything detected?")
-        titles = ("layer 4: CBAM spatial gate", "layer 4: Grad-CAM", "layer 8: Grad-CAM")
+        titles = ("layer 2: CBAM spatial gate", "layer 4: CBAM spatial gate", "layer 4: Grad-CAM")
         panels = [_caption(cv2.imread(str(by_tag[t])), s) for t, s in zip(PANELS, titles)]
         out = Path(opt.out)
         out.parent.mkdir(parents=True, exist_ok=True)
