@@ -50,29 +50,41 @@ def placements(blocks: list[str]) -> list[tuple[str, str, str]]:
 
 
 @torch.inference_mode()
-def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> tuple[float, float, int]:
-    """Median and minimum milliseconds of a batch-1 forward pass, and the number of timed runs."""
+def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int,
+               baseline: torch.nn.Module | None = None) -> tuple[float, float, int, float]:
+    """Median and minimum ms of a batch-1 forward pass, the number of timed runs, and the
+    baseline's median timed in alternation with it.
+
+    Alternating config and baseline run by run makes the ratio of the two medians robust to
+    the machine's speed drifting over minutes (other processes, clocks), which on a shared
+    2-core machine moves sequential timings by 15% and made some blocks look faster than
+    the baseline they extend."""
     x = torch.rand(1, 3, imgsz, imgsz)
+    pair = baseline if baseline is not None else model
     model(x)  # first call: allocator and kernel selection
+    pair(x)
     t0 = time.perf_counter()
     model(x)
     if time.perf_counter() - t0 > 5.0:  # global attention at stride 4: seconds per image, keep it short
         warmup, runs = 0, 3
     for _ in range(max(warmup - 2, 0)):
         model(x)
-    times = []
+        pair(x)
+    times, base_times = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
-        model(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times), runs
+        for m, out in ((model, times), (pair, base_times)):
+            t0 = time.perf_counter()
+            m(x)
+            out.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times), runs, statistics.median(base_times)
 
 
 def _delta_ms(ms: float, base_ms: float) -> str:
     return f"{100 * (ms / base_ms - 1):+.0f}%"
 
 
-def measure(block: str, placement: str, cfg: str, opt, base: dict | None) -> dict:
+def measure(block: str, placement: str, cfg: str, opt, base: dict | None,
+            base_model: torch.nn.Module | None = None) -> dict:
     model = DetectionModel(cfg)
     params = sum(p.numel() for p in model.parameters())
     shapes_only = copy.deepcopy(model).to("meta")  # same counts as real tensors, without the arithmetic
@@ -85,9 +97,9 @@ def measure(block: str, placement: str, cfg: str, opt, base: dict | None) -> dic
            "Δ GFLOPs": f"{d_gflops:+.3f}" if abs(d_gflops) >= 5e-4 else "+0.000", "_gflops": gflops}
     if opt.latency:
         model = model.eval().fuse()
-        ms, fastest, runs = latency_ms(model, opt.imgsz, opt.runs, opt.warmup)
+        ms, fastest, runs, base_ms = latency_ms(model, opt.imgsz, opt.runs, opt.warmup, base_model)
         row["CPU ms"] = round(ms, 1)
-        row["Δ CPU ms"] = _delta_ms(ms, base["CPU ms"] if base else ms)
+        row["Δ CPU ms"] = _delta_ms(ms, base_ms) if base else "+0%"
         row["min ms"] = round(fastest, 1)
         row["runs"] = runs
     return row
@@ -107,23 +119,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     blocks = opt.blocks or block_names()
     load0 = os.getloadavg()[0]
     t0 = time.time()
-    if opt.latency:  # warm the process up (thread pool, allocator) before the baseline is timed
-        latency_ms(DetectionModel("yolov5s.yaml").eval().fuse(), opt.imgsz, 3, 2)
+    base_model = DetectionModel("yolov5s.yaml").eval().fuse() if opt.latency else None
+    if opt.latency:  # warm the process up (thread pool, allocator) before anything is timed
+        latency_ms(base_model, opt.imgsz, 3, 2)
     rows, base = [], None
     for block, placement, cfg in placements(blocks):
-        row = measure(block, placement, cfg, opt, base)
+        # every row, the baseline's too (against a copy of itself), is timed in alternation with yolov5s
+        pair = base_model if base is not None or base_model is None else copy.deepcopy(base_model)
+        row = measure(block, placement, cfg, opt, base, pair)
         if base is None:
             base = row
         rows.append(row)
         LOGGER.info(" | ".join(str(v) for k, v in row.items() if not k.startswith("_")))
-    if opt.latency and len(rows) > 1:
-        # time the baseline again at the end and keep its faster median: the first model timed in a
-        # process can be slower for reasons that have nothing to do with it, which would flatter every block
-        again, _, _ = latency_ms(DetectionModel("yolov5s.yaml").eval().fuse(), opt.imgsz, opt.runs, opt.warmup)
-        LOGGER.info(f"baseline again: {again:.1f} ms (first {base['CPU ms']} ms)")
-        base["CPU ms"] = round(min(base["CPU ms"], again), 1)
-        for r in rows:
-            r["Δ CPU ms"] = _delta_ms(r["CPU ms"], base["CPU ms"])
     minutes = (time.time() - t0) / 60
     load1 = os.getloadavg()[0]
     note = (f"# Attention zoo on yolov5s at {opt.imgsz}x{opt.imgsz}\n\n"
@@ -134,8 +141,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "bottleneck), 'replaces C3' = `yolov5s_<Name>-replace.yaml`.\n\n"
             f"CPU latency: fused, eval, fp32, batch 1, torch {torch.__version__}, {opt.threads} threads, median of "
             f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 5 s); "
-            "`min ms` is the fastest run, the least disturbed by other processes. The baseline is timed first and "
-            "again last; its CPU ms is the faster of the two medians. "
+            "`min ms` is the fastest run, the least disturbed by other processes. `Δ CPU ms` compares each "
+            "config with yolov5s timed in alternation with it, run by run, so that a drift of the machine's speed "
+            "cancels out. "
             f"1-min load average {load0:.2f} at start, {load1:.2f} at end ({minutes:.0f} min): latencies on a "
             "shared machine are noisy, compare them within one table only.")
     write_results([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], opt.out, note=note)
