@@ -231,7 +231,6 @@ def test_detections_json_format():
 
 
 def test_pycocotools_agrees_on_perfect_and_half(tmp_path):
-    pytest.importorskip("pycocotools")
     names = ["cat", "dog"]
     # image 1: 200x100 (h, w), one cat centred; image 2: 100x100, one dog and one cat
     imgs = [("a/1.jpg", 200, 100, np.array([[0, 0.5, 0.5, 0.5, 0.25]])),
