@@ -188,10 +188,11 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) ->
     """One short training run; returns the final metrics and the path of its results.csv."""
     import train
 
-    name = f"{Path(cfg).stem}_seed{seed}"
+    name = f"{Path(cfg).stem}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
     out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                     batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
-                    project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True)
+                    project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
+                    no_identity_start=opt.no_identity_start)
     save_dir = Path(out["save_dir"])
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
             "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
@@ -316,7 +317,7 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
 def run(cfg: list[str], data: str | None = None, weights: str | None = None, imgsz: int = 640, epochs: int = 0,
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
-        name: str = "exp") -> dict:
+        name: str = "exp", no_identity_start: bool = False) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths."""
     cfgs = expand_cfgs(cfg)
     if epochs > 0 and not data:
@@ -330,9 +331,11 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     log = out / "runs.jsonl"
     done = load_done(log)
     opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
-                             hyp=hyp, workers=workers, device=device)
+                             hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start)
     cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
     train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
+    if no_identity_start:  # only when set, so that runs measured before this option keep their keys
+        train_settings["no_identity_start"] = True
 
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
@@ -393,6 +396,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="number of classes for the cost measurement (default: the dataset's, else the config's)")
     p.add_argument("--project", default=str(ROOT / "runs/compare"))
     p.add_argument("--name", default="exp")
+    p.add_argument("--no-identity-start", action="store_true",
+                   help="blocks inserted into pretrained --weights start as in their papers (train.py's flag)")
     return p.parse_args(argv)
 
 

@@ -216,7 +216,8 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
             LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{epochs - 1}")
         else:
             model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
-            transfer = load_pretrained(src, model, source=Path(weights).name)
+            transfer = load_pretrained(src, model, source=Path(weights).name,
+                                       identity_start=not opt.no_identity_start)
     elif weights:
         raise CheckpointError(f"{weights}: --weights must be a .pt checkpoint (or '' to train from scratch)")
     else:
@@ -231,7 +232,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
 
     freeze = _freeze_prefixes(opt.freeze)
     if transfer is not None:
-        new_blocks = [f"{x}." for x in transfer.identity]
+        new_blocks = [f"{x}." for x in transfer.new_blocks]
     else:  # on resume: the blocks that were new when the run started
         new_blocks = list((ckpt or {}).get("new_blocks") or []) if resume else []
     thawed = sorted({b.rstrip(".") for b in new_blocks if any(b.startswith(x) for x in freeze)})
@@ -540,6 +541,9 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
+    p.add_argument("--no-identity-start", action="store_true",
+                   help="attention blocks inserted into pretrained --weights start as in their papers, "
+                        "not as the identity (gate 0)")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return p.parse_known_args(argv)[0] if known else p.parse_args(argv)

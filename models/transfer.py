@@ -38,7 +38,8 @@ class TransferResult:
     exact: set[int] = field(default_factory=set)  # target layers paired with the very same block type
     skipped: list[str] = field(default_factory=list)  # source keys not copied
     new_keys: list[str] = field(default_factory=list)  # target keys that kept their initial values
-    identity: list[str] = field(default_factory=list)  # modules given an identity start
+    new_blocks: list[str] = field(default_factory=list)  # attention blocks whose weights are new
+    identity: list[str] = field(default_factory=list)  # those of them given an identity start
 
     def summary(self, source: str = "") -> str:
         return f"Transferred {self.transferred}/{self.total} items" + (f" from {source}" if source else "")
@@ -156,14 +157,16 @@ def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, mode
     model.load_state_dict(new_sd, strict=False)
     res.transferred = len(new_sd)
     res.new_keys = [k for k in dst_sd if k not in filled]
-    if identity_start and res.transferred:
-        res.identity = _identity_start_new_blocks(model, filled, mapping, exact)
+    if res.transferred:
+        res.new_blocks = _new_attention_blocks(model, filled, mapping, exact, reset=identity_start)
+        res.identity = list(res.new_blocks) if identity_start else []
     return res
 
 
-def _identity_start_new_blocks(model: nn.Module, filled: set[str], mapping: dict[int, int],
-                               exact: set[int]) -> list[str]:
-    """Give an identity start to attention blocks whose weights did not come from the source.
+def _new_attention_blocks(model: nn.Module, filled: set[str], mapping: dict[int, int],
+                          exact: set[int], reset: bool = True) -> list[str]:
+    """Attention blocks whose weights did not come from the source; with `reset`, each is
+    given an identity start.
 
     A block is new when its layer was inserted (not paired), or when none of its tensors
     (other than its gate) were transferred and either it has such tensors or its layer
@@ -183,7 +186,8 @@ def _identity_start_new_blocks(model: nn.Module, filled: set[str], mapping: dict
             else:
                 new = not any(k in filled for k in keys) and (bool(keys) or layer not in exact)
             if new:
-                m.identity_start()
+                if reset:
+                    m.identity_start()
                 done.append(prefix.rstrip("."))
                 return
         for name, child in m.named_children():
@@ -204,4 +208,7 @@ def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
         LOGGER.info(f"New layers (not in {source}): {inserted}")
     if res.identity:
         LOGGER.info(f"Identity start for {len(res.identity)} new attention block(s): {', '.join(res.identity)}")
+    elif res.new_blocks:
+        LOGGER.info(f"{len(res.new_blocks)} new attention block(s) start as in their papers (no identity start): "
+                    f"{', '.join(res.new_blocks)}")
     return res

@@ -239,6 +239,24 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
     assert 0 < ck["model.9.gate"].abs().item() < 0.5
 
 
+def test_no_identity_start_keeps_the_papers_block_and_still_thaws_it(tiny_run, tmp_path):
+    out, _ = tiny_run
+    src = load_checkpoint(out["last"])["model"]["state_dict"]
+    with _Lines() as log:
+        res = train.run(data=load_checkpoint(out["last"])["opt"]["data"], weights=str(out["last"]),
+                        cfg="yolov5n_CBAM.yaml", epochs=1, project=str(tmp_path), freeze=[10], noval=True,
+                        noplots=True, no_identity_start=True, **FAST)
+    text = log.text
+    assert "1 new attention block(s) start as in their papers (no identity start): model.9" in text
+    assert "Identity start" not in text
+    assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
+    ck = load_checkpoint(res["last"])
+    sd = ck["model"]["state_dict"]
+    assert abs(sd["model.9.gate"].item() - 1) < 0.5  # started open (1), not closed (0)
+    assert torch.equal(sd["model.8.cv1.conv.weight"], src["model.8.cv1.conv.weight"])  # frozen
+    assert ck["opt"]["no_identity_start"] is True
+
+
 def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, monkeypatch):
     """Interrupted right after epoch 0's checkpoint (before its results.csv row): resume restores the row,
     keeps the inserted block trainable inside the frozen range (same optimizer groups) and finishes."""

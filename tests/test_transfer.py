@@ -123,7 +123,8 @@ def test_cbam_349_and_identity_start(base_record, images, base_out):
     # without the identity start a fresh CBAM changes every output after it
     torch.manual_seed(0)
     raw = DetectionModel("yolov5n_CBAM.yaml")
-    transfer_weights(base_record["state_dict"], base_record["yaml"], raw, identity_start=False)
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], raw, identity_start=False)
+    assert res.new_blocks == ["model.9"] and res.identity == [] and raw.model[9].gate.item() == 1
     with torch.no_grad():
         assert (raw.eval()(images)[0] - base_out).abs().max() > 1.0
 
