@@ -79,10 +79,6 @@ def latency_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int,
     return statistics.median(times), min(times), runs, statistics.median(base_times)
 
 
-def _delta_ms(ms: float, base_ms: float) -> str:
-    return f"{100 * (ms / base_ms - 1):+.0f}%"
-
-
 def measure(block: str, placement: str, cfg: str, opt, base: dict | None,
             base_model: torch.nn.Module | None = None) -> dict:
     model = DetectionModel(cfg)
@@ -99,7 +95,7 @@ def measure(block: str, placement: str, cfg: str, opt, base: dict | None,
         model = model.eval().fuse()
         ms, fastest, runs, base_ms = latency_ms(model, opt.imgsz, opt.runs, opt.warmup, base_model)
         row["CPU ms"] = round(ms, 1)
-        row["Δ CPU ms"] = _delta_ms(ms, base_ms) if base else "+0%"
+        row["Δ CPU ms"] = f"{100 * (ms / base_ms - 1):+.0f}%" if base else "+0%"
         row["min ms"] = round(fastest, 1)
         row["runs"] = runs
     return row
@@ -122,11 +118,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base_model = DetectionModel("yolov5s.yaml").eval().fuse() if opt.latency else None
     if opt.latency:  # warm the process up (thread pool, allocator) before anything is timed
         latency_ms(base_model, opt.imgsz, 3, 2)
+    # every row is timed in alternation with yolov5s; the baseline's own row with a copy of it
+    base_copy = copy.deepcopy(base_model)
     rows, base = [], None
     for block, placement, cfg in placements(blocks):
-        # every row, the baseline's too (against a copy of itself), is timed in alternation with yolov5s
-        pair = base_model if base is not None or base_model is None else copy.deepcopy(base_model)
-        row = measure(block, placement, cfg, opt, base, pair)
+        row = measure(block, placement, cfg, opt, base, base_model if base else base_copy)
         if base is None:
             base = row
         rows.append(row)

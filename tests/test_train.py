@@ -211,16 +211,22 @@ def test_sigkill_during_epoch_then_resume(synth, tmp_path):
     assert not (project / "exp2").exists()
 
 
+def _finetune_into_cbam(tiny_run, project: Path, **flags) -> tuple[dict, dict, str]:
+    """`train.py --weights <tiny run's last.pt> --cfg yolov5n_CBAM.yaml --freeze 10 --noval` plus
+    `flags`; returns the run's result, the source state dict and the log text."""
+    out, _ = tiny_run
+    src = load_checkpoint(out["last"])
+    with _Lines() as log:
+        res = train.run(data=src["opt"]["data"], weights=str(out["last"]), cfg="yolov5n_CBAM.yaml",
+                        project=str(project), freeze=[10], noval=True, noplots=True, **FAST, **flags)
+    return res, src["model"]["state_dict"], log.text
+
+
 def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
     """--weights <our last.pt> --cfg yolov5n_CBAM.yaml --freeze 10 and many flags at once."""
-    out, _ = tiny_run
-    src = load_checkpoint(out["last"])["model"]["state_dict"]
-    with _Lines() as log:
-        res = train.run(data=load_checkpoint(out["last"])["opt"]["data"], weights=str(out["last"]),
-                        cfg="yolov5n_CBAM.yaml", epochs=2, project=str(tmp_path), freeze=[10], rect=True,
-                        single_cls=True, optimizer="AdamW", cos_lr=True, multi_scale=True, label_smoothing=0.1,
-                        cache="ram", noval=True, save_period=1, noplots=True, **FAST)
-    text = log.text
+    res, src, text = _finetune_into_cbam(tiny_run, tmp_path, epochs=2, rect=True, single_cls=True,
+                                         optimizer="AdamW", cos_lr=True, multi_scale=True, label_smoothing=0.1,
+                                         cache="ram", save_period=1)
     # single-cls changes the head's shape: all but Detect's 3 convs (weight + bias) transfer
     n = len(src)
     assert f"Transferred {n - 6}/{n} items from last.pt" in text
@@ -240,13 +246,7 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
 
 
 def test_no_identity_start_keeps_the_papers_block_and_still_thaws_it(tiny_run, tmp_path):
-    out, _ = tiny_run
-    src = load_checkpoint(out["last"])["model"]["state_dict"]
-    with _Lines() as log:
-        res = train.run(data=load_checkpoint(out["last"])["opt"]["data"], weights=str(out["last"]),
-                        cfg="yolov5n_CBAM.yaml", epochs=1, project=str(tmp_path), freeze=[10], noval=True,
-                        noplots=True, no_identity_start=True, **FAST)
-    text = log.text
+    res, src, text = _finetune_into_cbam(tiny_run, tmp_path, epochs=1, no_identity_start=True)
     assert "1 new attention block(s) start as in their papers (no identity start): model.9" in text
     assert "Identity start" not in text
     assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
