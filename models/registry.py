@@ -20,6 +20,12 @@ Rules
             integer anchor count becomes that many placeholder anchors per level.
 ``BN``      ``nn.BatchNorm2d``: the only argument is the input width.
 
+``channel_args`` (KEEP blocks only) is how many leading YAML arguments blog recipes write as
+channel counts: 1 for most blocks (``[-1, 1, CBAM, [1024]]``), 2 for coordinate attention,
+whose reference code takes ``(inp, oup)`` (``[-1, 1, CA, [1024, 1024]]``). `parse_model`
+reads such a number as a channel count only when it is a width, see
+:func:`models.graph_check.strip_channel_args`.
+
 ``repeats=True`` marks blocks that take the YAML's repeat count as their own ``n`` argument
 (C3 and its variants) instead of being stacked ``n`` times.
 """
@@ -50,6 +56,7 @@ class BlockSpec:
     channels: Channels
     repeats: bool = False
     attention: bool = False  # an attention block (or a block containing one)
+    channel_args: int = 0  # leading YAML args that recipes write as channel counts (KEEP blocks)
 
 
 BLOCKS: dict[str, BlockSpec] = {}
@@ -63,12 +70,18 @@ def register(
     repeats: bool = False,
     attention: bool = False,
     aliases: tuple[str, ...] = (),
+    channel_args: int | None = None,
 ) -> type[nn.Module]:
-    """Make `cls` available to model YAMLs under `name` (and `aliases`)."""
+    """Make `cls` available to model YAMLs under `name` (and `aliases`).
+
+    `channel_args` defaults to 1 for ``Channels.KEEP`` blocks and 0 otherwise (see the module doc).
+    """
+    if channel_args is None:
+        channel_args = 1 if channels is Channels.KEEP else 0
     for key in (name, *aliases):
         if key in BLOCKS and BLOCKS[key].cls is not cls:
             raise ValueError(f"block name {key!r} is already registered to {BLOCKS[key].cls.__name__}")
-        BLOCKS[key] = BlockSpec(key, cls, channels, repeats, attention)
+        BLOCKS[key] = BlockSpec(key, cls, channels, repeats, attention, channel_args)
     return cls
 
 

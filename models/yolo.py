@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.common import Conv  # noqa: E402
+from models.graph_check import check_graph, log_dropped_channels, strip_channel_args  # noqa: E402
 from models.registry import Channels, lookup, register  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
@@ -180,14 +181,17 @@ def _activation(spec: str | None, src: str) -> nn.Module:
 
 def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.Sequential, list[int]]:
     nc, anchors = d.get("nc", 80), d.get("anchors", 3)
-    gd, gw = d["depth_multiple"], d["width_multiple"]
+    gd = d["depth_multiple"]
     names = {"nc": nc, "anchors": anchors}
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)
 
     if verbose:
         LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
-    layers, save, c2 = [], [], ch[-1]
+    layers, save = [], []
+    ch0 = list(ch)  # each layer's width before width_multiple (the numbers the YAML writes)
+    widths: set[int] = set()  # the widths the YAML sets (width-setting layers and Concat sums)
+    dropped: dict[int, tuple[str, list[int]]] = {}  # blog-style channel counts ignored, per layer
     for i, row in enumerate(d["backbone"] + d["head"]):
         where = f"{src}: layer {i}"
         if not isinstance(row, (list, tuple)) or len(row) != 4:
@@ -205,36 +209,11 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.S
                 raise ModelConfigError(f"{where}: 'from' index {j!r} does not refer to an earlier layer")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
 
-        c1 = ch[f] if isinstance(f, int) else None
-        rule = spec.channels
-        if rule is Channels.IN_OUT:
-            if not args:
-                raise ModelConfigError(f"{where}: needs its output channels as the first argument")
-            c2 = args[0]
-            if c2 != no:
-                c2 = make_divisible(min(c2, d.get("max_channels", c2)) * gw, 8)
-            args = [c1, c2, *args[1:]]
-            if spec.repeats:
-                args.insert(2, n)
-                n = 1
-        elif rule is Channels.KEEP:
-            c2 = c1
-            args = [c1, *args]
-            if spec.repeats:
-                args.insert(1, n)
-                n = 1
-        elif rule is Channels.PASS:
-            c2 = c1
-        elif rule is Channels.BN:
-            c2 = c1
-            args = [c1]
-        elif rule is Channels.CONCAT:
-            c2 = sum(ch[x] for x in froms)
-        elif rule is Channels.DETECT:
-            args.append([ch[x] for x in froms])
-            if isinstance(args[1], int):  # number of anchors per level -> placeholders
-                args[1] = [list(range(args[1] * 2))] * len(froms)
-
+        if spec.channels is Channels.KEEP and isinstance(f, int):
+            args, nums = strip_channel_args(spec, args, ch[f], ch0[f], widths, where)
+            if nums:
+                dropped[i] = (str(m_name), nums)
+        args, c2, c20, n = _layer_args(spec, args, froms, n, ch, ch0, d, no, where)
         try:
             m_ = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
         except Exception as e:  # the constructor's own message, with where it happened
@@ -245,10 +224,48 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.S
             LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {m_name!s:<40}{str(args):<30}")
         save.extend(x % i for x in froms if x != -1)
         layers.append(m_)
+        if spec.channels in (Channels.IN_OUT, Channels.CONCAT):
+            widths.add(c20)
         if i == 0:
-            ch = []
+            ch, ch0 = [], []
         ch.append(c2)
+        ch0.append(c20)
+    log_dropped_channels(src, dropped)
     return nn.Sequential(*layers), sorted(set(save))
+
+
+def _layer_args(spec, args: list, froms: list[int], n: int, ch: list[int], ch0: list[int], d: dict, no: int,
+                where: str) -> tuple[list, int, int, int]:
+    """Constructor arguments of one layer by its registry rule; returns (args, output width,
+    output width before width_multiple, number of stacked copies)."""
+    f = froms[0] if len(froms) == 1 else None
+    c1 = ch[f] if f is not None else None
+    c2, c20 = c1, (ch0[f] if f is not None else None)
+    rule = spec.channels
+    if rule is Channels.IN_OUT:
+        if not args:
+            raise ModelConfigError(f"{where}: needs its output channels as the first argument")
+        c2 = c20 = args[0]
+        if c2 != no:
+            c2 = make_divisible(min(c2, d.get("max_channels", c2)) * d["width_multiple"], 8)
+        args = [c1, c2, *args[1:]]
+        if spec.repeats:
+            args.insert(2, n)
+            n = 1
+    elif rule is Channels.KEEP:
+        args = [c1, *args]
+        if spec.repeats:
+            args.insert(1, n)
+            n = 1
+    elif rule is Channels.BN:
+        args = [c1]
+    elif rule is Channels.CONCAT:
+        c2, c20 = sum(ch[x] for x in froms), sum(ch0[x] for x in froms)
+    elif rule is Channels.DETECT:
+        args.append([ch[x] for x in froms])
+        if isinstance(args[1], int):  # number of anchors per level -> placeholders
+            args[1] = [list(range(args[1] * 2))] * len(froms)
+    return args, c2, c20, n
 
 
 class DetectionModel(nn.Module):
@@ -270,13 +287,13 @@ class DetectionModel(nn.Module):
         self.names = [str(i) for i in range(self.yaml.get("nc", 80))]
         self.inplace = self.yaml.get("inplace", True)
 
-        head = self.model[-1]
+        head, sizes = self.model[-1], None
         if isinstance(head, Detect):
-            s = 256
+            s, sizes = 256, []
             head.inplace = self.inplace
             self.train()  # raw maps give the level sizes
             with torch.no_grad():
-                outs = self._checked_forward(torch.zeros(1, ch, s, s))
+                outs = self._checked_forward(torch.zeros(1, ch, s, s), sizes)
             head.stride = torch.tensor([s / x.shape[-2] for x in outs], dtype=torch.float32)
             _check_anchor_order(head)
             head.anchors /= head.stride.view(-1, 1, 1)
@@ -284,6 +301,7 @@ class DetectionModel(nn.Module):
             self._initialize_biases()
         else:
             self.stride = torch.tensor([32.0])
+        check_graph(self.yaml["backbone"] + self.yaml["head"], self.yaml_file, sizes)
         initialize_weights(self)
 
     @property
@@ -304,8 +322,9 @@ class DetectionModel(nn.Module):
             y.append(x if m.i in self.save else None)
         return x
 
-    def _checked_forward(self, x: torch.Tensor):
-        """The forward pass, but a failing layer raises ModelConfigError naming itself."""
+    def _checked_forward(self, x: torch.Tensor, sizes: list | None = None):
+        """The forward pass, but a failing layer raises ModelConfigError naming itself; appends
+        each layer's output (height, width) to `sizes` (None for a list output)."""
         y: list[torch.Tensor | None] = []
         for m in self.model:
             if m.f != -1:
@@ -316,6 +335,8 @@ class DetectionModel(nn.Module):
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails on input of shape "
                                        f"{shapes} (from {m.f}): {e}") from None
+            if sizes is not None:
+                sizes.append(tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else None)
             y.append(x if m.i in self.save else None)
         return x
 

@@ -430,7 +430,7 @@ class S2MLPv2(AttentionBlock):
 
 register("CBAM", CBAM, Channels.KEEP, attention=True, aliases=("CBAMBlock",))
 register("BAM", BAM, Channels.KEEP, attention=True, aliases=("BAMBlock",))
-register("CA", CA, Channels.KEEP, attention=True, aliases=("CoordAtt",))
+register("CA", CA, Channels.KEEP, attention=True, aliases=("CoordAtt",), channel_args=2)  # blogs: [inp, oup]
 register("GAM", GAM, Channels.KEEP, attention=True, aliases=("GAMAttention",))
 register("TripletAttention", TripletAttention, Channels.KEEP, attention=True, aliases=("Triplet",))
 register("SimAM", SimAM, Channels.KEEP, attention=True)
