@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.transfer import require_same_scale  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
@@ -322,6 +323,8 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     cfgs = expand_cfgs(cfg)
     if epochs > 0 and not data:
         raise ValueError("training runs (--epochs > 0) need --data")
+    if epochs > 0 and weights:  # weights of another scale transfer almost nothing: no fair comparison
+        require_same_scale(weights, cfgs)
     if nc is None and data:  # cost of the model that is trained: the dataset's classes
         from utils.data.dataset_config import check_dataset
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from models.registry import lookup
+from models.registry import Channels, lookup
 from utils.logging import LOGGER
 
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
@@ -113,7 +114,9 @@ def align_layers(src_cfg: dict, dst_cfg: dict) -> tuple[dict[int, int], set[int]
             j += 1
 
     # from-consistency: absolute references must pair up (relative -1 refers to the previous
-    # *executed* layer, which may legitimately be an inserted block)
+    # *executed* layer, which may legitimately be an inserted block); a target reference to an
+    # inserted channel-keeping block counts as a reference to the layer the block refines
+    paired = set(mapping.values())
     for si, dj in list(mapping.items()):
         sf, df = _froms(src[si][0]), _froms(dst[dj][0])
         if len(sf) != len(df):
@@ -122,12 +125,28 @@ def align_layers(src_cfg: dict, dst_cfg: dict) -> tuple[dict[int, int], set[int]
             continue
         for a, b in zip(sf, df):
             a_abs = a % si if a != -1 else None
-            b_abs = b % dj if b != -1 else None
+            b_abs = _through_inserted(b % dj, dst, paired) if b != -1 else None
             if a_abs is not None and a_abs in mapping and mapping[a_abs] != b_abs:
                 mapping.pop(si)
                 exact.discard(dj)
                 break
     return mapping, exact
+
+
+def _through_inserted(j: int, rows: list[list], paired: set[int]) -> int:
+    """Follow layer `j` back through unpaired single-input channel-keeping layers (blocks
+    inserted into the source architecture) to the layer they refine."""
+    while j not in paired and isinstance(rows[j][0], int) and _keeps(rows[j]):
+        f = rows[j][0]
+        j = j + f if f < 0 else f
+    return j
+
+
+def _keeps(row: list) -> bool:
+    try:
+        return lookup(str(row[2])).channels in (Channels.KEEP, Channels.PASS, Channels.BN)
+    except KeyError:
+        return False
 
 
 def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, model: nn.Module,
@@ -200,9 +219,20 @@ def _new_attention_blocks(model: nn.Module, filled: set[str], mapping: dict[int,
 
 def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
                     identity_start: bool = True) -> TransferResult:
-    """Transfer a checkpoint's model record (``{yaml, state_dict, ...}``) into `model` and log it."""
+    """Transfer a checkpoint's model record (``{yaml, state_dict, ...}``) into `model` and log it.
+
+    Warns (before any training) when the record's scale differs from the model's (see
+    :func:`scale_mismatch`) and whenever fewer than 90% of the source tensors were transferred,
+    listing the target layers left with new weights.
+    """
     res = transfer_weights(record["state_dict"], record.get("yaml"), model, identity_start=identity_start)
     LOGGER.info(res.summary(source))
+    mismatch = scale_mismatch(record.get("yaml"), model.yaml, source, model.yaml.get("yaml_file", "the config"))
+    if mismatch:
+        LOGGER.warning(f"WARNING: {mismatch}")
+    if res.transferred < MIN_TRANSFER * res.total:
+        LOGGER.warning(f"WARNING: only {res.transferred}/{res.total} tensors ({res.transferred / res.total:.0%}) of "
+                       f"{source} fit this model; layers left with new weights: {_new_layers(model, res)}")
     inserted = sorted(set(range(len(model.model))) - set(res.mapping.values()))
     if inserted:
         LOGGER.info(f"New layers (not in {source}): {inserted}")
@@ -212,3 +242,57 @@ def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
         LOGGER.info(f"{len(res.new_blocks)} new attention block(s) start as in their papers (no identity start): "
                     f"{', '.join(res.new_blocks)}")
     return res
+
+
+MIN_TRANSFER = 0.9  # below this share of the source tensors, a transfer is reported as a warning
+
+
+def _new_layers(model: nn.Module, res: TransferResult) -> str:
+    """'3 (Conv), 4 (C3), ...': target layers with at least one tensor (other than a gate) not transferred."""
+    layers = sorted({int(m.group(1)) for k in res.new_keys if (m := _KEY.match(k)) and not k.endswith("gate")})
+    return ", ".join(f"{i} ({model.model[i].type})" for i in layers)
+
+
+def scale_name(cfg: dict) -> str:
+    """'YOLOv5s (depth_multiple 0.33, width_multiple 0.5)'; 'a custom scale (...)' off the five standard ones."""
+    from models.yolo import SCALES
+
+    gd, gw = float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0))
+    letter = next((k for k, v in SCALES.items() if v == (gd, gw)), None)
+    return f"{f'YOLOv5{letter}' if letter else 'a custom scale'} (depth_multiple {gd:g}, width_multiple {gw:g})"
+
+
+def scale_mismatch(src_cfg: dict | None, dst_cfg: dict, source: str, target: str) -> str | None:
+    """None when the weights' depth and width multiples equal the config's; otherwise a message
+    naming both scales and the config (same architecture, the weights' scale letter) or the
+    weights (the config's scale) that would fit."""
+    if not src_cfg:
+        return None
+    multiples = ("depth_multiple", "width_multiple")
+    src, dst = (tuple(float(c.get(k, 1.0)) for k in multiples) for c in (src_cfg, dst_cfg))
+    if src == dst:
+        return None
+    from models.yolo import SCALES
+
+    letters = {v: k for k, v in SCALES.items()}
+    fits = []
+    if src in letters and re.match(r"^yolov5[nsmlx]", target):
+        fits.append(f"--cfg {'yolov5' + letters[src] + target[7:]} for these weights")
+    if dst in letters:
+        fits.append(f"--weights yolov5{letters[dst]}.pt for this config")
+    hint = " or ".join(fits) if fits else f"set depth_multiple and width_multiple in {target} to the weights' values"
+    return (f"{source} is {scale_name(src_cfg)} but {target} builds {scale_name(dst_cfg)}: layers of another "
+            f"depth or width cannot take its weights. Use {hint}.")
+
+
+def require_same_scale(weights: str | Path, cfgs: list[str]) -> None:
+    """Raise ValueError when `weights` (a checkpoint) has another scale than any of `cfgs` (compare.py)."""
+    from models.yolo import load_cfg
+    from utils.checkpoint import attempt_download, load_checkpoint
+
+    ckpt = load_checkpoint(attempt_download(weights))
+    src = (ckpt.get("ema") or ckpt["model"]).get("yaml")
+    for c in cfgs:
+        msg = scale_mismatch(src, load_cfg(c), Path(weights).name, Path(c).name)
+        if msg:
+            raise ValueError(f"{msg} (compare.py compares like with like, so it refuses this)")
