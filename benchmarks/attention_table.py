@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.attention.make_configs import REPLACE_FORMS, block_names  # noqa: E402
+from models.attention.make_configs import block_names  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.logging import LOGGER, write_results  # noqa: E402
 from utils.torch_utils import matmul_flops, thop_flops  # noqa: E402
@@ -44,8 +44,7 @@ def placements(blocks: list[str]) -> list[tuple[str, str, str]]:
     for b in blocks:
         rows.append((b, "before SPPF", f"yolov5s_{b}.yaml"))
         rows.append((b, "in C3", f"yolov5s_C3{b}.yaml"))
-        if b in REPLACE_FORMS:
-            rows.append((b, "replaces C3", f"yolov5s_{b}-replace.yaml"))
+        rows.append((b, "replaces C3", f"yolov5s_{b}-replace.yaml"))
     return rows
 
 

@@ -422,19 +422,80 @@ def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, g
     return nn.functional.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
 
 
+def _placement(text: str, flag: str) -> tuple[str, list[int] | None]:
+    """'CBAM@9' -> ('CBAM', [9]); 'CBAM@2,4' -> ('CBAM', [2, 4]); 'CBAM' -> ('CBAM', None)."""
+    name, _, at = text.partition("@")
+    try:
+        return name, [int(x) for x in at.split(",")] if at else None
+    except ValueError:
+        raise ModelConfigError(f"{flag} {text!r}: expected <Block>@<index>[,<index>...]") from None
+
+
+def edit_cfg(cfg: str | Path | dict, insert: list[str] = (), in_c3: list[str] = (),
+             replace_c3: list[str] = ()) -> dict:
+    """The YAML `cfg` with blocks placed by :mod:`models.yaml_edit`: `in_c3` / `replace_c3` entries
+    ``Name[@i,j]`` (default: every backbone C3), then `insert` entries ``Name@K[,K2]``. Every index
+    refers to the layers of the input YAML (insertions are applied from the highest index down).
+    Raises ModelConfigError for an unknown block, an index out of range or a width-changing C3."""
+    from models import yaml_edit
+
+    d = load_cfg(cfg)
+    for text in in_c3:
+        d = yaml_edit.in_c3(d, *_placement(text, "--in-c3"))
+    for text in replace_c3:
+        d = yaml_edit.replace_c3(d, *_placement(text, "--replace-c3"))
+    inserts = []
+    for text in insert:
+        name, at = _placement(text, "--insert")
+        if not at:
+            raise ModelConfigError(f"--insert {text!r}: give the index the block takes, e.g. {name}@9")
+        inserts += [(k, name) for k in at]
+    for k, name in sorted(inserts, reverse=True):
+        d = yaml_edit.insert_block(d, name, k)
+    return d
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a model from its YAML and print its summary.")
+    parser = argparse.ArgumentParser(
+        description="Build a model from its YAML and print its summary; optionally place blocks and save the YAML.",
+        epilog="Example: python models/yolo.py --cfg yolov5s.yaml --insert CBAM@9 --save my_CBAM.yaml "
+               "(CBAM becomes layer 9, reading layer 8; every later index is rewritten). Indices refer to the "
+               "input YAML's layers.")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model YAML (path or name)")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="image size for GFLOPs")
     parser.add_argument("--nc", type=int, default=None, help="override the number of classes")
     parser.add_argument("--verbose", action="store_true", help="also list every parameter")
+    parser.add_argument("--insert", action="append", default=[], metavar="BLOCK@K[,K2]",
+                        help="insert a channel-keeping block as layer K (after layer K-1); repeatable")
+    parser.add_argument("--in-c3", action="append", default=[], metavar="BLOCK[@I,J]",
+                        help="C3 layers I, J (default: the backbone's) become C3<BLOCK>")
+    parser.add_argument("--replace-c3", action="append", default=[], metavar="BLOCK[@I,J]",
+                        help="C3 layers I, J (default: the backbone's) are replaced by BLOCK")
+    parser.add_argument("--save", type=str, default=None, help="write the (edited) YAML here")
     opt = parser.parse_args(argv)
     try:
-        model = DetectionModel(opt.cfg, nc=opt.nc, verbose=True)
+        cfg = opt.cfg
+        if opt.insert or opt.in_c3 or opt.replace_c3 or opt.save:
+            cfg = edit_cfg(opt.cfg, opt.insert, opt.in_c3, opt.replace_c3)
+            if opt.save:
+                cfg["yaml_file"] = Path(opt.save).name
+        model = DetectionModel(cfg, nc=opt.nc, verbose=True)  # the graph check runs before anything is saved
     except (ModelConfigError, FileNotFoundError) as e:
         LOGGER.error(f"ERROR: {e}")
         raise SystemExit(2) from None
+    if opt.save:
+        _save_edited(cfg, opt)
     model.info(verbose=opt.verbose, img_size=opt.imgsz)
+
+
+def _save_edited(cfg: dict, opt: argparse.Namespace) -> None:
+    from models.yaml_edit import render
+
+    edits = " ".join(f"--{k.replace('_', '-')} {v}" for k in ("insert", "in_c3", "replace_c3") for v in getattr(opt, k))
+    header = [f"{Path(opt.save).stem}: {Path(opt.cfg).name} {edits}".rstrip(),
+              f"Written by python models/yolo.py --cfg {opt.cfg} {edits} --save {opt.save}"]
+    Path(opt.save).write_text(render(cfg, header))
+    LOGGER.info(f"Saved {opt.save}")
 
 
 if __name__ == "__main__":
