@@ -8,10 +8,11 @@ Channel arguments of channel-keeping blocks (:func:`strip_channel_args`, while p
     (a reduction ratio, a kernel size). Blog recipes write a channel count anyway
     (``[-1, 1, CBAM, [1024]]``, ``[-1, 1, CA, [1024, 1024]]``). Rule, for the first
     ``spec.channel_args`` arguments: an integer equal to the layer's input width before
-    ``width_multiple`` (what the YAML's numbers mean) or after it is a channel count; it is
-    dropped and one warning per model says so. An integer that equals some other width written
-    in the YAML (the ``args[0]`` of a width-setting layer, or a sum of them at a Concat) is a
-    wrong channel count: ModelConfigError. Any other value is the block's first option.
+    ``width_multiple`` (what every number of a YAML means) is a channel count; it is dropped
+    and one warning per model says so. An integer that equals the input width after
+    ``width_multiple`` (when that differs) or some other width written in the YAML (the
+    ``args[0]`` of a width-setting layer, or a sum of them at a Concat) is a wrong channel
+    count: ModelConfigError. Any other value is the block's first option.
     (A block option that happens to equal a YAML width, e.g. ``SGE [64]``, must then be
     written after the channel count: ``[<input width>, 64]``.)
 
@@ -34,8 +35,7 @@ from dataclasses import dataclass
 from models.registry import BlockSpec, Channels, lookup
 from utils.logging import LOGGER
 
-# layers that never change their input's width: the kind of layer a user inserts
-KEEPING = (Channels.KEEP, Channels.PASS, Channels.BN)
+Rebuild = Callable[[list[list]], list]  # rows -> each layer's output size (raises ModelConfigError)
 INSERT_HELP = "python models/yolo.py --cfg <yaml> --insert <Block>@<index> --save <new yaml>"
 
 
@@ -60,10 +60,10 @@ def strip_channel_args(spec: BlockSpec, args: list, c_in: int, c_in0: int, width
     dropped: list[int] = []
     while len(dropped) < spec.channel_args and args and type(args[0]) is int:
         v = args[0]
-        if v in (c_in0, c_in):
+        if v == c_in0:
             dropped.append(v)
             args = args[1:]
-        elif v in widths:
+        elif v in widths or v == c_in:
             raise _error(f"{where}: {v} looks like a channel count, but this layer's input has {c_in0} channels "
                          f"({c_in} after width_multiple). {spec.name} keeps its input width and takes no channel "
                          f"argument: write [] (or only its options). If {v} is meant as its first option, write "
@@ -168,32 +168,41 @@ def shift_after_insert(rows: list[list], k: int, redirect: bool = True) -> list[
     return out
 
 
-def _unshifted_insert(rows: list[list]) -> tuple[int, list[list]] | None:
-    """The index of an inserted channel-keeping layer whose later indices were left unshifted,
-    with the repaired rows, if shifting them makes the graph clean."""
+def _unshifted_insert(rows: list[list], rebuild: Rebuild | None) -> tuple[int, list[list]] | None:
+    """The index of an inserted channel-keeping block whose later indices were left unshifted,
+    with the repaired rows, if shifting them gives a clean graph (that builds, with `rebuild`)."""
     for k in range(1, len(rows) - 1):
-        if rows[k][0] != -1 or _rule(rows[k]) not in KEEPING:
+        if rows[k][0] != -1 or _rule(rows[k]) is not Channels.KEEP:
             continue
         for redirect in (True, False):
             fixed = shift_after_insert(rows, k, redirect)
-            if all(j < i for i, fs in enumerate(abs_froms(fixed)) for j in fs) and not find_problems(fixed):
-                return k, fixed
+            if any(j >= i for i, fs in enumerate(abs_froms(fixed)) for j in fs) or find_problems(fixed):
+                continue
+            if rebuild is not None:
+                try:
+                    if any(x.error for x in find_problems(fixed, rebuild(fixed))):
+                        continue
+                except ValueError:  # ModelConfigError: the repaired YAML does not build
+                    continue
+            return k, fixed
     return None
 
 
 def check_graph(rows: list[list], src: str, sizes: list | None = None,
-                log: Callable[[str], None] = LOGGER.warning) -> list[Finding]:
+                log: Callable[[str], None] = LOGGER.warning, rebuild: Rebuild | None = None) -> list[Finding]:
     """Raise ModelConfigError for a real mistake in the layer graph; log the warnings.
 
     The error message names `src` (the YAML file), the layers and the fix; when an inserted
     block's later indices were not shifted, it says so and gives the insert helper's command.
-    Returns the findings (warnings only, if it returns).
+    `rebuild(rows)` returns the layer sizes of the same model with other rows (raising
+    ModelConfigError if they do not build): it confirms that diagnosis. Returns the findings
+    (warnings only, if it returns).
     """
     found = find_problems(rows, sizes)
     errors = [x for x in found if x.error]
     if errors:
         problems = "; ".join(x.text for x in errors)
-        hit = _unshifted_insert(rows)
+        hit = _unshifted_insert(rows, rebuild)
         if hit is None:
             raise _error(f"{src}: {problems}. Fix the 'from' indices (a layer inserted by hand shifts every "
                          f"later index; the insert helper does it: {INSERT_HELP}).")

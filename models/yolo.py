@@ -268,6 +268,39 @@ def _layer_args(spec, args: list, froms: list[int], n: int, ch: list[int], ch0: 
     return args, c2, c20, n
 
 
+def _checked_run(layers: nn.Sequential, save: list[int], x: torch.Tensor, src: str, sizes: list | None = None):
+    """Run parsed `layers` on `x`; a failing layer raises ModelConfigError naming `src` and itself.
+    Appends each layer's output (height, width) to `sizes` (None for a list output)."""
+    y: list[torch.Tensor | None] = []
+    for m in layers:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        try:
+            x = m(x)
+        except Exception as e:
+            shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
+            raise ModelConfigError(f"{src}: layer {m.i} ({m.type}) fails on input of shape "
+                                   f"{shapes} (from {m.f}): {e}") from None
+        if sizes is not None:
+            sizes.append(tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else None)
+        y.append(x if m.i in save else None)
+    return x
+
+
+def _layer_sizes(d: dict, rows: list[list], s: int = 64) -> list:
+    """Each layer's output (height, width) for an s x s input when `d` has the layer list `rows`
+    (split at the same backbone length). Raises ModelConfigError when that does not build or run."""
+    d = copy.deepcopy(d)
+    nb = len(d["backbone"])
+    d["backbone"], d["head"] = rows[:nb], rows[nb:]
+    ch = d.get("ch", 3)
+    with torch.no_grad():
+        layers, save = parse_model(d, [ch], verbose=False)
+        sizes: list = []
+        _checked_run(layers.train(), save, torch.zeros(1, ch, s, s), d.get("yaml_file", "<dict>"), sizes)
+    return sizes
+
+
 class DetectionModel(nn.Module):
     """A YOLOv5 detector built from a YAML file or dict."""
 
@@ -301,7 +334,8 @@ class DetectionModel(nn.Module):
             self._initialize_biases()
         else:
             self.stride = torch.tensor([32.0])
-        check_graph(self.yaml["backbone"] + self.yaml["head"], self.yaml_file, sizes)
+        check_graph(self.yaml["backbone"] + self.yaml["head"], self.yaml_file, sizes,
+                    rebuild=lambda rows: _layer_sizes(self.yaml, rows))
         initialize_weights(self)
 
     @property
@@ -325,20 +359,7 @@ class DetectionModel(nn.Module):
     def _checked_forward(self, x: torch.Tensor, sizes: list | None = None):
         """The forward pass, but a failing layer raises ModelConfigError naming itself; appends
         each layer's output (height, width) to `sizes` (None for a list output)."""
-        y: list[torch.Tensor | None] = []
-        for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            try:
-                x = m(x)
-            except Exception as e:
-                shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
-                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails on input of shape "
-                                       f"{shapes} (from {m.f}): {e}") from None
-            if sizes is not None:
-                sizes.append(tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else None)
-            y.append(x if m.i in self.save else None)
-        return x
+        return _checked_run(self.model, self.save, x, self.yaml_file, sizes)
 
     def _forward_augment(self, x: torch.Tensor):
         """Test-time augmentation: full scale, 0.83 scale flipped left-right, 0.67 scale."""

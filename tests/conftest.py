@@ -83,3 +83,27 @@ def tmp_datasets(tmp_path, monkeypatch) -> Path:
     d.mkdir()
     monkeypatch.setenv("YOLO_DATASETS_DIR", str(d))
     return d
+
+
+# --- model graph check (models/graph_check.py) ------------------------------------------------
+
+
+@pytest.fixture
+def log_warnings():
+    """The messages the project logger emits at WARNING level or above during the test."""
+    import logging
+
+    from utils.logging import LOGGER
+
+    class _Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    h = _Collect()
+    LOGGER.addHandler(h)
+    yield h.lines
+    LOGGER.removeHandler(h)

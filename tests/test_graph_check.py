@@ -1,0 +1,182 @@
+"""The semantic check of model YAMLs: blog-style channel counts, unused layers, Detect inputs,
+indices left unshifted after an insertion. Every fault is a YAML generated here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models.attention.make_configs import block_names
+from models.registry import lookup
+from models.yaml_edit import insert_block
+from models.yolo import DetectionModel, ModelConfigError, load_cfg
+
+SHARED_CASES = Path(__file__).resolve().parents[2] / "shared" / "cases" / "configs"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _save(tmp_path: Path, d: dict, name: str) -> Path:
+    """`d` written as a YAML file (the error messages name the file)."""
+    d = {k: v for k, v in d.items() if k != "yaml_file"}
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p
+
+
+def _with_layer(cfg: str, i: int, row: list) -> dict:
+    d = load_cfg(cfg)
+    nb = len(d["backbone"])
+    (d["backbone"] if i < nb else d["head"])[i if i < nb else i - nb] = row
+    return d
+
+
+def _params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# ---- case 1: a channel count given to a channel-keeping block ----------------------------
+
+
+@pytest.mark.parametrize("row,block_params", [
+    ([-1, 1, "CBAM", [1024]], 32_867),  # the issue's figures: 1,123 before the fix
+    ([-1, 1, "CA", [1024, 1024]], 25_633),  # 1,575,937 before
+    ([-1, 1, "CoordAtt", [1024]], 25_633),
+])
+def test_blog_channel_count_is_dropped_with_one_warning(tmp_path, log_warnings, row, block_params):
+    p = _save(tmp_path, _with_layer("yolov5s_CBAM.yaml", 9, row), "blog.yaml")
+    m = DetectionModel(p)
+    assert _params(m.model[9]) == block_params
+    assert _params(m) == _params(DetectionModel(f"yolov5s_{lookup(row[2]).cls.__name__}.yaml"))
+    assert len(log_warnings) == 1
+    assert f"blog.yaml: layer 9 ({row[2]} {row[3]})" in log_warnings[0] and "write []" in log_warnings[0]
+
+
+@pytest.mark.parametrize("name", block_names())
+def test_every_keeping_block_takes_the_blog_form(name, tmp_path, log_warnings):
+    """yolov5n: layer 8 is written [1024] (256 after width_multiple); `[1024]` at the block is dropped."""
+    p = _save(tmp_path, insert_block(load_cfg("yolov5n.yaml"), name, 9, [1024]), f"n_{name}.yaml")
+    m = DetectionModel(p)
+    torch.manual_seed(0)
+    assert _params(m.model[9]) == _params(lookup(name).cls(256))
+    assert len(log_warnings) == 1 and "layer 9" in log_warnings[0]
+
+
+def test_one_warning_per_model_for_several_layers(tmp_path, log_warnings):
+    d = insert_block(insert_block(load_cfg("yolov5n.yaml"), "SE", 9, [1024]), "CBAM", 5, [256])
+    DetectionModel(_save(tmp_path, d, "two.yaml"))
+    assert len(log_warnings) == 1
+    assert "layer 5 (CBAM [256])" in log_warnings[0] and "layer 10 (SE [1024])" in log_warnings[0]
+
+
+@pytest.mark.parametrize("row,bad", [
+    ([-1, 1, "CBAM", [256]], 256),  # another width of the YAML, not this layer's input
+    ([-1, 1, "CA", [1024, 512]], 512),  # output width differs from the input
+    ([-1, 1, "CBAM", [512]], 512),  # the width after width_multiple: YAML numbers are before it
+    ([-1, 1, "SE", [64]], 64),  # ambiguous option: must be written after the channel count
+])
+def test_wrong_channel_count_is_refused(tmp_path, row, bad):
+    p = _save(tmp_path, _with_layer("yolov5s_CBAM.yaml", 9, row), "wrong.yaml")
+    with pytest.raises(ModelConfigError, match=rf"wrong.yaml: layer 9 \({row[2]}\): {bad} looks like a channel count, "
+                                               r"but this layer's input has 1024 channels \(512 after"):
+        DetectionModel(p)
+
+
+def test_block_options_are_not_channel_counts(tmp_path, log_warnings):
+    """A reduction ratio (not a width of the YAML) stays an option; after a channel count too."""
+    for args in ([8], [1024, 8]):
+        m = DetectionModel(_save(tmp_path, _with_layer("yolov5s_CBAM.yaml", 9, [-1, 1, "CBAM", args]), "opt.yaml"))
+        assert m.model[9].mlp[0].out_channels == 512 // 8
+    assert len(log_warnings) == 1  # only the [1024, 8] form
+
+
+# ---- case 2: head indices not shifted after an insertion -----------------------------------
+
+
+@pytest.mark.parametrize("k", range(1, 25))
+def test_unshifted_insertion_is_explained(tmp_path, k):
+    """A CBAM added as layer k of yolov5n.yaml with every index left as it was."""
+    d = load_cfg("yolov5n.yaml")
+    rows = d["backbone"] + d["head"]
+    rows.insert(k, [-1, 1, "CBAM", []])
+    nb = len(d["backbone"]) + (k <= len(d["backbone"]))
+    d["backbone"], d["head"] = rows[:nb], rows[nb:]
+    with pytest.raises(ModelConfigError) as e:
+        DetectionModel(_save(tmp_path, d, "noshift.yaml"))
+    msg = str(e.value)
+    assert msg.startswith(f"noshift.yaml: layer {k} (CBAM) was probably inserted without shifting the indices")
+    assert f"--insert CBAM@{k}" in msg
+
+
+def test_unshifted_insertion_before_sppf_names_the_dead_layer(tmp_path):
+    """The issue's input: layer 24 (a C3) computed and never used, Detect on three Concat layers."""
+    d = load_cfg("yolov5n.yaml")
+    d["backbone"].insert(9, [-1, 1, "CBAM", []])
+    with pytest.raises(ModelConfigError) as e:
+        DetectionModel(_save(tmp_path, d, "noshift.yaml"))
+    msg = str(e.value)
+    assert "layer 24 (C3) is computed but no later layer reads it" in msg
+    assert all(f"reads layer {j} (Concat)" in msg for j in (17, 20, 23))
+    assert "Detect would read [18, 21, 24]" in msg and "--insert CBAM@9" in msg
+
+
+def test_unused_layer_without_insertion_pattern(tmp_path):
+    d = load_cfg("yolov5n.yaml")
+    d["head"].insert(-1, [-1, 1, "Conv", [256, 1, 1]])  # layer 24, Detect still reads 17, 20, 23
+    with pytest.raises(ModelConfigError, match=r"dead.yaml: layer 24 \(Conv\) is computed but no later layer reads it.*"
+                                               r"Fix the 'from' indices"):
+        DetectionModel(_save(tmp_path, d, "dead.yaml"))
+
+
+# ---- Detect inputs ---------------------------------------------------------------------------
+
+
+def test_detect_reading_a_concat_is_an_error(tmp_path):
+    d = load_cfg("yolov5n.yaml")
+    d["head"][-1][0] = [16, 20, 23]
+    d["head"][-2][0] = -1
+    with pytest.raises(ModelConfigError, match=r"concat.yaml: .*Detect \(layer 24\) reads layer 16 \(Concat\)"):
+        DetectionModel(_save(tmp_path, d, "concat.yaml"))
+
+
+def test_detect_reading_inside_a_branch_is_an_error(tmp_path):
+    """Detect on layer 13 (C3), whose output goes on into layer 14 (Conv 1x1) at the same resolution."""
+    d = load_cfg("yolov5n.yaml")
+    d["head"][-1][0] = [13, 20, 23]
+    with pytest.raises(ModelConfigError, match=r"mid.yaml: .*reads layer 13 \(C3\), but its branch goes on into "
+                                               r"layer 14 \(Conv\)"):
+        DetectionModel(_save(tmp_path, d, "mid.yaml"))
+
+
+def test_detect_skipping_its_attention_block_warns(tmp_path, log_warnings):
+    """A CBAM on the P3 output that Detect does not read: sensible (it feeds P4), but said."""
+    d = insert_block(load_cfg("yolov5n.yaml"), "CBAM", 18)
+    assert d["head"][-1][0] == [18, 21, 24]
+    d["head"][-1][0] = [17, 21, 24]
+    DetectionModel(_save(tmp_path, d, "skip.yaml"))
+    assert len(log_warnings) == 1
+    assert "skip.yaml: Detect (layer 25) reads layer 17 (C3), but its branch goes on into layer 18 (CBAM)" \
+        in log_warnings[0]
+
+
+# Every shipped config passes silently: asserted where each is built anyway
+# (tests/test_models.py, tests/test_attention_configs.py).
+
+
+# ---- the reported inputs, as filed ---------------------------------------------------------
+
+
+def test_reported_case_files(log_warnings):
+    if not SHARED_CASES.is_dir():
+        pytest.fail(f"test fixture missing: {SHARED_CASES}")
+    for name in ("yolov5s_cbam_chan.yaml", "yolov5s_ca_chan.yaml", "yolov5s_coordatt_chan.yaml"):
+        DetectionModel(SHARED_CASES / name)
+    assert len(log_warnings) == 3 and all("blog style" in w for w in log_warnings)
+    with pytest.raises(ModelConfigError, match=r"yolov5n_cbam_noshift.yaml: layer 9 \(CBAM\) was probably inserted"):
+        DetectionModel(SHARED_CASES / "yolov5n_cbam_noshift.yaml")
+    for name in ("yolov5n_p5CBAM.yaml", "yolov5n_neckCBAM.yaml"):  # valid: no message
+        DetectionModel(SHARED_CASES / name)
+    assert len(log_warnings) == 3
