@@ -280,9 +280,10 @@ def scale_mismatch(src_cfg: dict | None, dst_cfg: dict, source: str, target: str
         fits.append(f"--cfg {'yolov5' + letters[src] + target[7:]} for these weights")
     if dst in letters:
         fits.append(f"--weights yolov5{letters[dst]}.pt for this config")
-    hint = " or ".join(fits) if fits else f"set depth_multiple and width_multiple in {target} to the weights' values"
+    hint = ("Use " + " or ".join(fits)) if fits else \
+        f"Set depth_multiple and width_multiple in {target} to the weights' values, {src[0]:g} and {src[1]:g}"
     return (f"{source} is {scale_name(src_cfg)} but {target} builds {scale_name(dst_cfg)}: layers of another "
-            f"depth or width cannot take its weights. Use {hint}.")
+            f"depth or width cannot take its weights. {hint}.")
 
 
 def require_same_scale(weights: str | Path, cfgs: list[str]) -> None:

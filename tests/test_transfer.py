@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from models.graph_check import abs_froms
 from models.transfer import align_layers, load_pretrained, transfer_weights
-from models.yolo import DetectionModel, load_cfg
+from models.yaml_edit import insert_block
+from models.yolo import DetectionModel, edit_cfg, load_cfg
 from utils.checkpoint import load_checkpoint, model_from_record
 from utils.logging import LOGGER
 
@@ -107,7 +109,7 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def test_cbam_349_and_identity_start(base_record, images, base_out):
+def test_cbam_349_and_identity_start(base_record, images, base_out, log_warnings):
     torch.manual_seed(0)
     m = DetectionModel("yolov5n_CBAM.yaml")
     h = _Lines()
@@ -116,7 +118,7 @@ def test_cbam_349_and_identity_start(base_record, images, base_out):
         res = load_pretrained(base_record, m, source="yolov5n.pt")
     finally:
         LOGGER.removeHandler(h)
-    assert "Transferred 349/349 items from yolov5n.pt" in h.lines
+    assert "Transferred 349/349 items from yolov5n.pt" in h.lines and log_warnings == []
     assert res.identity == ["model.9"] and m.model[9].gate.item() == 0
     with torch.no_grad():
         assert torch.equal(m.eval()(images)[0], base_out)
@@ -180,3 +182,112 @@ def test_val_cbam_identity_start_equals_base(base_record, coco128, tmp_path):
                                                workers=2, save_dir=tmp_path, plots=False)
     assert map5095 == pytest.approx(0.361, abs=0.005)
     assert map50 == pytest.approx(0.560, abs=0.005)
+
+
+# ---- inserted channel-keeping blocks anywhere, Detect's inputs included (issue 11) ----------------
+
+
+def _starts_as_base(cfg: dict, base_record, images, base_out) -> DetectionModel:
+    """Build `cfg`, transfer yolov5n.pt: all 349 tensors, and exactly the pretrained output."""
+    torch.manual_seed(0)
+    m = DetectionModel(cfg)
+    res = transfer_weights(base_record["state_dict"], base_record["yaml"], m)
+    assert (res.transferred, res.total) == (349, 349)
+    with torch.no_grad():
+        assert torch.equal(m.eval()(images)[0], base_out)
+    return m
+
+
+@pytest.mark.parametrize("k", range(1, 25))
+def test_cbam_after_every_layer(k, base_record, images, base_out):
+    """CBAM as layer k (after layer k-1) of yolov5n.yaml, indices rewritten by the insert helper."""
+    base = load_cfg(base_record["yaml"])
+    cfg = insert_block(base, "CBAM", k)
+    # every base edge j -> i is now new(j) -> new(i), except that edges leaving layer k-1 pass the CBAM
+    new = [i + (i >= k) for i in range(25)]
+    src, dst = abs_froms(base["backbone"] + base["head"]), abs_froms(cfg["backbone"] + cfg["head"])
+    for i, froms in enumerate(src):
+        assert dst[new[i]] == [k if j == k - 1 else new[j] for j in froms], (k, i)
+    assert dst[k] == [k - 1]
+    _starts_as_base(cfg, base_record, images, base_out)
+
+
+def test_block_feeding_detect_case(base_record, images, base_out, log_warnings):
+    """The issue's case 3: CBAM after layer 23, Detect on [17, 20, 24]: 349/349 (342 before), Detect's
+    convolutions and anchors included, and the pretrained output."""
+    cfg = insert_block(load_cfg(base_record["yaml"]), "CBAM", 24)
+    assert cfg["head"][-1][0] == [17, 20, 24]
+    m = _starts_as_base(cfg, base_record, images, base_out)
+    torch.testing.assert_close(m.model[25].anchors, model_from_record(base_record).model[24].anchors, rtol=0, atol=0)
+    assert log_warnings == []
+
+
+def test_blocks_on_all_detect_inputs(base_record, images, base_out, log_warnings):
+    cfg = edit_cfg(base_record["yaml"], insert=["CBAM@18,21,24"])
+    assert cfg["head"][-1][0] == [18, 22, 26]
+    _starts_as_base(cfg, base_record, images, base_out)
+    assert log_warnings == []
+
+
+# ---- weights of another scale; transfers below 90% --------------------------------------------------
+
+
+def test_other_scale_weights_warn(base_record, log_warnings):
+    """The issue's case 4: yolov5n.pt into yolov5s_CBAM.yaml moved 61/349 tensors without a word."""
+    m = DetectionModel("yolov5s_CBAM.yaml")
+    res = load_pretrained(base_record, m, source="yolov5n.pt")
+    assert res.transferred == 61
+    scale, low = log_warnings
+    assert scale.startswith("WARNING: yolov5n.pt is YOLOv5n (depth_multiple 0.33, width_multiple 0.25) but "
+                            "yolov5s_CBAM.yaml builds YOLOv5s (depth_multiple 0.33, width_multiple 0.5)")
+    assert "--cfg yolov5n_CBAM.yaml for these weights or --weights yolov5s.pt for this config" in scale
+    assert low.startswith("WARNING: only 61/349 tensors (17%) of yolov5n.pt fit this model; layers left with new "
+                          "weights: 0 (Conv), 1 (Conv), 2 (C3)")
+    assert "25 (Detect)" in low
+
+
+def test_custom_scale_and_low_transfer_warn(base_record, log_warnings):
+    cfg = load_cfg("yolov5n.yaml")
+    cfg["width_multiple"], cfg["yaml_file"] = 0.3, "mine.yaml"
+    load_pretrained(base_record, DetectionModel(cfg), source="yolov5n.pt")
+    assert "but mine.yaml builds a custom scale (depth_multiple 0.33, width_multiple 0.3)" in log_warnings[0]
+    assert log_warnings[0].endswith("Set depth_multiple and width_multiple in mine.yaml to the weights' values, "
+                                    "0.33 and 0.25.")
+    assert log_warnings[1].startswith("WARNING: only ")
+
+
+def test_replaced_blocks_below_90_percent_warn(base_record, log_warnings):
+    """Same scale, but the backbone's C3 gone (CBAM-replace): no scale message, the new layers listed."""
+    res = load_pretrained(base_record, DetectionModel("yolov5n_CBAM-replace.yaml"), source="yolov5n.pt")
+    assert res.transferred < 0.9 * res.total
+    assert len(log_warnings) == 1
+    assert log_warnings[0].endswith("layers left with new weights: 2 (CBAM), 4 (CBAM), 6 (CBAM), 8 (CBAM)")
+
+
+def test_compare_refuses_other_scale(weights_n, tmp_path):
+    import compare
+
+    with pytest.raises(ValueError, match=r"yolov5n.pt is YOLOv5n .* but yolov5s_CBAM.yaml builds YOLOv5s .*refuses"):
+        compare.run(cfg=["yolov5s_CBAM.yaml"], data="coco128.yaml", weights=str(weights_n), epochs=1,
+                    project=str(tmp_path))
+    assert not any(tmp_path.iterdir())  # refused before measuring anything
+
+
+def test_block_feeding_detect_keeps_the_pretrained_map(base_record, coco128, tmp_path):
+    """Case 3 scored on 8 coco128 images before any training: the pretrained model's mAP (the
+    342/349 transfer started at 0)."""
+    import val
+
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:8]
+    (tmp_path / "eight.txt").write_text("".join(f"{p}\n" for p in images))
+    data = {"path": str(coco128), "train": str(tmp_path / "eight.txt"), "val": str(tmp_path / "eight.txt"),
+            "nc": len(base_record["names"]), "names": base_record["names"]}
+    scores = []
+    for cfg in (base_record["yaml"], insert_block(load_cfg(base_record["yaml"]), "CBAM", 24)):
+        m = DetectionModel(cfg)
+        load_pretrained(base_record, m, source="yolov5n.pt")
+        m.names = base_record["names"]
+        (_, _, map50, map5095, *_), _, _ = val.run(data, model=m.eval(), batch_size=8, imgsz=320, workers=0,
+                                                   save_dir=tmp_path, plots=False)
+        scores.append((map50, map5095))
+    assert scores[0] == scores[1] and scores[0][0] > 0.3, scores

@@ -11,7 +11,7 @@ so ``from models.common import CBAM`` works as in other YOLOv5 forks.
 - :mod:`.c3`: ``C3<Name>`` for each of them (the block inside C3's bottlenecks)
 - :mod:`._base`: :class:`AttentionBlock` (identity-start gate) and :func:`identity_start`
 
-Configs (``yolov5s_<Name>.yaml``, ``yolov5s_C3<Name>.yaml``, ``yolov5s_CBAM-replace.yaml``) are
+Configs (``yolov5s_<Name>.yaml``, ``yolov5s_C3<Name>.yaml``, ``yolov5s_<Name>-replace.yaml``) are
 generated into ``models/attention/configs`` by ``python models/attention/make_configs.py``.
 """
 
