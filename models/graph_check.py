@@ -39,8 +39,9 @@ Rebuild = Callable[[list[list]], list]  # rows -> each layer's output size (rais
 INSERT_HELP = "python models/yolo.py --cfg <yaml> --insert <Block>@<index> --save <new yaml>"
 
 
-def _error(msg: str) -> Exception:
-    from models.yolo import ModelConfigError  # models.yolo imports this module
+def config_error(msg: str) -> Exception:
+    """A ModelConfigError with `msg` (models.yolo defines the class and imports this module)."""
+    from models.yolo import ModelConfigError
 
     return ModelConfigError(msg)
 
@@ -64,10 +65,10 @@ def strip_channel_args(spec: BlockSpec, args: list, c_in: int, c_in0: int, width
             dropped.append(v)
             args = args[1:]
         elif v in widths or v == c_in:
-            raise _error(f"{where}: {v} looks like a channel count, but this layer's input has {c_in0} channels "
-                         f"({c_in} after width_multiple). {spec.name} keeps its input width and takes no channel "
-                         f"argument: write [] (or only its options). If {v} is meant as its first option, write "
-                         f"the input width before it: [{c_in0}, {v}].")
+            raise config_error(f"{where}: {v} looks like a channel count, but this layer's input has {c_in0} "
+                               f"channels ({c_in} after width_multiple). {spec.name} keeps its input width and takes no "
+                               f"channel argument: write [] (or only its options). If {v} is meant as its first "
+                               f"option, write the input width before it: [{c_in0}, {v}].")
         else:
             break
     return args, dropped
@@ -154,17 +155,23 @@ def _detect_inputs(rows, d: int, inputs: list[int], users, froms, sizes) -> list
 
 
 def shift_after_insert(rows: list[list], k: int, redirect: bool = True) -> list[list]:
-    """`rows` after a layer was inserted at index `k` (already in `rows`): every absolute ``from``
-    index >= k of the later layers grows by one; with `redirect` the references to layer k-1
-    move to k too (the new layer takes over its input's outputs). Relative references
-    (negative) are kept as they are."""
+    """`rows` after a layer was inserted at index `k` (already in `rows`, the later rows still
+    numbered as before it): every absolute ``from`` index >= k of the later layers grows by
+    one; with `redirect` the references to layer k-1 move to k too (the new layer takes over
+    its input's outputs). ``-1`` stays (the layer after the new one reads it); other relative
+    references are recomputed the same way."""
     def move(j: int) -> int:
-        return j if j < 0 else j + 1 if (j >= k or (redirect and j == k - 1)) else j
+        return j + 1 if (j >= k or (redirect and j == k - 1)) else j
+
+    def ref(j: int, i: int) -> int:
+        if j == -1:
+            return j
+        return move(j) if j >= 0 else move(i - 1 + j) - i  # a relative j counted from old index i - 1
 
     out = [list(r) for r in rows]
     for i in range(k + 1, len(out)):
         f = out[i][0]
-        out[i][0] = move(f) if isinstance(f, int) else [move(j) for j in f]
+        out[i][0] = ref(f, i) if isinstance(f, int) else [ref(j, i) for j in f]
     return out
 
 
@@ -204,15 +211,15 @@ def check_graph(rows: list[list], src: str, sizes: list | None = None,
         problems = "; ".join(x.text for x in errors)
         hit = _unshifted_insert(rows, rebuild)
         if hit is None:
-            raise _error(f"{src}: {problems}. Fix the 'from' indices (a layer inserted by hand shifts every "
-                         f"later index; the insert helper does it: {INSERT_HELP}).")
+            raise config_error(f"{src}: {problems}. Fix the 'from' indices (a layer inserted by hand shifts "
+                               f"every later index; the insert helper does it: {INSERT_HELP}).")
         k, fixed = hit
         detect = [r[0] for r in fixed if _rule(r) is Channels.DETECT]
-        raise _error(f"{src}: layer {k} ({rows[k][2]}) was probably inserted without shifting the indices after "
-                     f"it: {problems}. Every later 'from' index >= {k} must grow by one"
-                     + (f" (Detect would read {detect[0]})" if detect else "")
-                     + f"; let the insert helper write it: python models/yolo.py --cfg <the YAML without layer {k}> "
-                       f"--insert {rows[k][2]}@{k} --save <new yaml>.")
+        raise config_error(f"{src}: layer {k} ({rows[k][2]}) was probably inserted without shifting the indices "
+                           f"after it: {problems}. Every later 'from' index >= {k} must grow by one"
+                           + (f" (Detect would read {detect[0]})" if detect else "")
+                           + f"; let the insert helper write it: python models/yolo.py --cfg <the YAML without layer "
+                             f"{k}> --insert {rows[k][2]}@{k} --save <new yaml>.")
     for x in found:
         log(f"WARNING: {src}: {x.text}.")
     return found

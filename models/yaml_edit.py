@@ -21,26 +21,20 @@ from __future__ import annotations
 
 import copy
 
-from models.graph_check import abs_froms, shift_after_insert
+from models.graph_check import abs_froms, config_error, shift_after_insert
 from models.registry import Channels, lookup
 
 BARE = {"None", "nc", "anchors"}  # names parse_model resolves; other strings are quoted
 CONFIG_KEYS = ("nc", "depth_multiple", "width_multiple")  # written first, in this order
 
 
-def _error(msg: str) -> Exception:
-    from models.yolo import ModelConfigError
-
-    return ModelConfigError(msg)
-
-
 def _keeping_block(name: str, src: str) -> None:
     try:
         spec = lookup(name)
     except KeyError as e:
-        raise _error(f"{src}: {e.args[0]}") from None
+        raise config_error(f"{src}: {e.args[0]}") from None
     if spec.channels is not Channels.KEEP:
-        raise _error(f"{src}: {name} does not keep its input width ({spec.channels.value}); only channel-keeping "
+        raise config_error(f"{src}: {name} does not keep its input width ({spec.channels.value}); only channel-keeping "
                      "blocks can be inserted or put in place of C3 without other edits")
 
 
@@ -62,7 +56,7 @@ def insert_block(cfg: dict, name: str, at: int, args: list | None = None) -> dic
     _keeping_block(name, src)
     rows, nb = _rows(cfg), len(cfg["backbone"])
     if not 1 <= at <= len(rows) - 1:
-        raise _error(f"{src}: cannot insert {name} at {at}: the index must be 1..{len(rows) - 1} "
+        raise config_error(f"{src}: cannot insert {name} at {at}: the index must be 1..{len(rows) - 1} "
                      f"(the block reads layer {at} - 1 and becomes layer {at})")
     rows.insert(at, [-1, 1, name, list(args or [])])
     return _split(cfg, shift_after_insert(rows, at), nb + (at <= nb))
@@ -75,7 +69,7 @@ def c3_layers(cfg: dict, layers: list[int] | None = None) -> list[int]:
         return [i for i, r in enumerate(cfg["backbone"]) if r[2] == "C3"]
     bad = [i for i in layers if not 0 <= i < len(rows) or rows[i][2] != "C3"]
     if bad:
-        raise _error(f"{cfg.get('yaml_file', '<dict>')}: layer(s) {bad} are not C3 layers")
+        raise config_error(f"{cfg.get('yaml_file', '<dict>')}: layer(s) {bad} are not C3 layers")
     return list(layers)
 
 
@@ -85,7 +79,7 @@ def in_c3(cfg: dict, name: str, layers: list[int] | None = None) -> dict:
     try:
         lookup(f"C3{name}")
     except KeyError as e:
-        raise _error(f"{src}: {e.args[0]}") from None
+        raise config_error(f"{src}: {e.args[0]}") from None
     rows = _rows(cfg)
     for i in c3_layers(cfg, layers):
         rows[i][2] = f"C3{name}"
@@ -102,7 +96,7 @@ def replace_c3(cfg: dict, name: str, layers: list[int] | None = None) -> dict:
     for i in c3_layers(cfg, layers):
         c_in = sum(widths[j] for j in froms[i])
         if c_in != rows[i][3][0]:
-            raise _error(f"{src}: layer {i} (C3) turns {c_in} channels into {rows[i][3][0]}; {name} keeps the "
+            raise config_error(f"{src}: layer {i} (C3) turns {c_in} channels into {rows[i][3][0]}; {name} keeps the "
                          "width, so it cannot replace this C3 (insert it after the C3 instead)")
         rows[i] = [rows[i][0], 1, name, []]
     return _split(cfg, rows, len(cfg["backbone"]))

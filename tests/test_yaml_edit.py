@@ -84,6 +84,18 @@ def test_insert_indices_refer_to_the_input_yaml():
     assert [r[0] for r in rows if r[2] == "Concat"] == [[-1, 6], [-1, 4], [-1, 14], [-1, 10]]
 
 
+@pytest.mark.parametrize("at", [3, 9, 12, 13])
+def test_relative_references_are_rewritten(at):
+    """A YAML writing its P4 skip as [-1, -6] (= layer 6 from layer 12) gets the same graph as [-1, 6]."""
+    from models.graph_check import abs_froms
+
+    rel = load_cfg("yolov5n.yaml")
+    assert rel["head"][2][0] == [-1, 6]
+    rel["head"][2][0] = [-1, -6]
+    a, b = insert_block(rel, "CBAM", at), insert_block(load_cfg("yolov5n.yaml"), "CBAM", at)
+    assert abs_froms(_rows(a)) == abs_froms(_rows(b))
+
+
 def test_bad_edits_are_refused():
     s = load_cfg("yolov5s.yaml")
     with pytest.raises(ModelConfigError, match=r"Conv does not keep its input width"):
