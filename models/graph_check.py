@@ -135,14 +135,12 @@ def find_problems(rows: list[list], sizes: list | None = None) -> list[Finding]:
 
 
 def _detect_inputs(rows, d: int, inputs: list[int], users, froms, sizes) -> list[Finding]:
-    found = []
+    concats = [j for j in inputs if _rule(rows[j]) is Channels.CONCAT]
+    found = [Finding(d, True, f"Detect (layer {d}) reads Concat layer(s) {', '.join(map(str, concats))}: branches "
+                              "meet there, a level's output is the block after it")] if concats else []
     for j in inputs:
         name = rows[j][2]
-        if _rule(rows[j]) is Channels.CONCAT:
-            found.append(Finding(d, True, f"Detect (layer {d}) reads layer {j} ({name}), a Concat: branches meet "
-                                          "there, the output is the block after it"))
-            continue
-        if sizes is None or sizes[j] is None:
+        if j in concats or sizes is None or sizes[j] is None:
             continue
         for u in users[j]:
             if u != d and froms[u] == [j] and sizes[u] == sizes[j]:
