@@ -151,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
           "new blocks of |gate| in the final (EMA) model: 0 = the identity the block starts as, 1 = the paper's block.",
           "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r.values()) + " |" for r in rows]
-    md += ["", f"Command: `python benchmarks/gate_study.py --epochs {opt.epochs}`. Load average at start / end: "
-               f"{load0:.2f} / {os.getloadavg()[0]:.2f}."]
+    cmd = " ".join(["python benchmarks/gate_study.py", *(argv if argv is not None else sys.argv[1:])])
+    md += ["", f"Command: `{cmd}`. Load average at start / end: {load0:.2f} / {os.getloadavg()[0]:.2f} "
+               "(2 CPU cores shared with other jobs: the seconds are comparable within a row only roughly)."]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
     plot(recs, stem.with_suffix(".png"))
     print("\n".join(md))
