@@ -1,4 +1,4 @@
-"""Copy the measured tables from benchmarks/results/*.md into README.md.
+"""Copy the measured tables from benchmarks/results/*.md into README.md and models/attention/README.md.
 
     python benchmarks/update_readme.py          # rewrite the marked sections of README.md
     python benchmarks/update_readme.py --check  # exit 1 if README.md differs from the results
@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+READMES = (README, ROOT / "models" / "attention" / "README.md")  # the files with generated sections
 RESULTS = ROOT / "benchmarks" / "results"
 SECTION = re.compile(r"(<!-- results: (?P<name>[\w.-]+)(?P<summary> summary)? -->\n)(?P<body>.*?)(<!-- /results -->)",
                      re.S)
@@ -48,15 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="only report whether README.md is up to date")
     opt = p.parse_args(argv)
-    old = README.read_text()
-    new = render(old)
-    if opt.check:
-        if new != old:
-            print("README.md is out of date with benchmarks/results: run python benchmarks/update_readme.py")
-            return 1
-        return 0
-    README.write_text(new)
-    print(f"README.md: {len(SECTION.findall(old))} sections from benchmarks/results")
+    stale = []
+    for f in (README, *[r for r in READMES if r != README]):
+        old = f.read_text()
+        new = render(old)
+        if opt.check:
+            if new != old:
+                stale.append(f.relative_to(ROOT))
+            continue
+        f.write_text(new)
+        print(f"{f.relative_to(ROOT)}: {len(SECTION.findall(old))} sections from benchmarks/results")
+    if stale:
+        print(f"{', '.join(map(str, stale))} out of date with benchmarks/results: run python benchmarks/update_readme.py")
+        return 1
     return 0
 
 
