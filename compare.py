@@ -192,7 +192,7 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) ->
     out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                     batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
                     project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
-                    no_identity_start=opt.no_identity_start)
+                    no_identity_start=opt.no_identity_start, noval=bool(getattr(opt, "noval", False)))
     save_dir = Path(out["save_dir"])
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
             "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
@@ -296,6 +296,8 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 df = pd.read_csv(csv)
                 df.columns = [c.strip() for c in df.columns]
                 ycol = next((c for c in df.columns if "mAP_0.5:0.95" in c or "mAP50-95" in c), None)
+                if ycol is not None:  # epochs not validated (--noval) are logged as 0: not plotted
+                    df[ycol] = df[ycol].where(df[ycol] > 0)
                 lcol = next((c for c in df.columns if c.startswith("train/box")), None)
                 style = dict(color=f"C{k % 10}", alpha=0.8, label=Path(cfg).stem if r is acc[cfg][0] else None)
                 if ycol:
@@ -317,7 +319,7 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
 def run(cfg: list[str], data: str | None = None, weights: str | None = None, imgsz: int = 640, epochs: int = 0,
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
-        name: str = "exp", no_identity_start: bool = False) -> dict:
+        name: str = "exp", no_identity_start: bool = False, noval: bool = False) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths."""
     cfgs = expand_cfgs(cfg)
     if epochs > 0 and not data:
@@ -331,11 +333,14 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     log = out / "runs.jsonl"
     done = load_done(log)
     opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
-                             hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start)
+                             hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start,
+                             noval=noval)
     cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
     train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
     if no_identity_start:  # only when set, so that runs measured before this option keep their keys
         train_settings["no_identity_start"] = True
+    if noval:  # likewise
+        train_settings["noval"] = True
 
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
@@ -398,6 +403,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="exp")
     p.add_argument("--no-identity-start", action="store_true",
                    help="blocks inserted into pretrained --weights start as in their papers (train.py's flag)")
+    p.add_argument("--noval", action="store_true", help="training runs validate after their final epoch only")
     return p.parse_args(argv)
 
 

@@ -23,6 +23,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,7 @@ from utils.device import (  # noqa: E402
     select_device,
 )
 from utils.ema import ModelEMA  # noqa: E402
+from utils.gates import GateSchedule, block_gates, faded_gates, gate_hyp, make_gate_schedule  # noqa: E402
 from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -138,10 +141,10 @@ def _csv_rows(path: Path) -> list[dict]:
         return [{k.strip(): (v or "").strip() for k, v in r.items() if isinstance(k, str)} for r in csv.DictReader(f)]
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], keys: list[str] = CSV_KEYS) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_KEYS)
+        w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
@@ -150,7 +153,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.is_file()
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_KEYS)
+        w = csv.DictWriter(f, fieldnames=list(row))
         if new:
             w.writeheader()
         w.writerow(row)
@@ -176,44 +179,147 @@ def _check_batch_size(batch_size) -> int:
 # training
 
 
+@dataclass
+class _Run:
+    """Everything the phases of :func:`train` share. Filled in phase by phase, in this order:
+    settings (:func:`_setup`), model (:func:`_setup_model`), optimizer (:func:`_build_optimizer`),
+    data (:func:`_build_data`), loop state (:func:`_prepare_loop`); then changed by
+    :func:`_train_one_epoch` and :func:`_validate_and_save` every epoch."""
+
+    opt: argparse.Namespace
+    device: torch.device
+    save_dir: Path
+    epochs: int
+    batch_size: int
+    weights: str
+    resume: bool
+    plots: bool
+    main_proc: bool
+    hyp_cfg: dict  # hyperparameters as given (saved with the run)
+    data_dict: dict = field(default_factory=dict)
+    nc: int = 0
+    names: list = field(default_factory=list)
+    # model
+    model: nn.Module | None = None
+    ckpt: dict | None = None
+    new_blocks: list[str] = field(default_factory=list)  # "model.9." prefixes of blocks new to the weights
+    identity_blocks: list[str] = field(default_factory=list)  # those given an identity start
+    gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (utils/gates.py)
+    channels_last: bool = False
+    amp: bool = False
+    gs: int = 32
+    imgsz: int = 640
+    # optimizer
+    hyp: dict = field(default_factory=dict)  # working copy: scaled weight decay, later scaled loss gains
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    lf: Callable[[int], float] | None = None
+    start_epoch: int = 0
+    best_fitness: float = 0.0
+    last_opt_step: int = -1
+    # data
+    train_loader: object = None
+    val_loader: object = None
+    nb: int = 0
+    # loop
+    ema: ModelEMA | None = None
+    compute_loss: ComputeLoss | None = None
+    gate_schedule: GateSchedule | None = None
+    scaler: object = None
+    stopper: EarlyStopping | None = None
+    nw: int = 100
+    maps: np.ndarray | None = None
+    results: tuple = (0, 0, 0, 0, 0, 0, 0)
+    csv_keys: list[str] = field(default_factory=list)
+    final_results: dict = field(default_factory=dict)
+    train_total: float = 0.0  # seconds in the training loops (validation excluded)
+    t0: float = 0.0
+    epoch: int = 0
+
+    @property
+    def wdir(self) -> Path:
+        return self.save_dir / "weights"
+
+    @property
+    def last(self) -> Path:
+        return self.wdir / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.wdir / "best.pt"
+
+    @property
+    def per_rank_bs(self) -> int:
+        return self.batch_size // WORLD_SIZE
+
+    @property
+    def log_blocks(self) -> list[str]:
+        """Names of the new attention blocks, whose gates are logged every epoch."""
+        return [b.rstrip(".") for b in self.new_blocks]
+
+
 def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device) -> dict:
-    """Train with the settings in `opt` (see :func:`parse_opt`); returns the final results and the run folder."""
-    save_dir, epochs, batch_size = Path(opt.save_dir), int(opt.epochs), _check_batch_size(opt.batch_size)
-    weights, single_cls, noval, nosave = str(opt.weights or ""), opt.single_cls, opt.noval, opt.nosave
-    resume, plots = bool(opt.resume), not opt.noplots
-    main_proc = RANK in (-1, 0)
-    wdir = save_dir / "weights"
-    last, best = wdir / "last.pt", wdir / "best.pt"
+    """Train with the settings in `opt` (see :func:`parse_opt`); returns the final results and the run folder.
+
+    The phases, in order: :func:`_setup`, :func:`_setup_model`, :func:`_build_optimizer`,
+    :func:`_build_data`, :func:`_prepare_loop`, then per epoch :func:`_train_one_epoch` and
+    :func:`_validate_and_save`, and :func:`_finish`.
+    """
+    run = _setup(hyp, opt, device)
+    _setup_model(run)
+    _build_optimizer(run)
+    _build_data(run)
+    _prepare_loop(run)
+    for epoch in range(run.start_epoch, run.epochs):
+        run.epoch = epoch
+        mloss, lr, train_time = _train_one_epoch(run, epoch)
+        if _validate_and_save(run, epoch, mloss, lr, train_time):
+            break
+    return _finish(run)
+
+
+def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device) -> _Run:
+    """Check the settings, write hyp.yaml / opt.yaml, seed, read the dataset YAML."""
+    epochs = int(opt.epochs)
+    run = _Run(opt=opt, device=device, save_dir=Path(opt.save_dir), epochs=epochs,
+               batch_size=_check_batch_size(opt.batch_size), weights=str(opt.weights or ""),
+               resume=bool(opt.resume), plots=not opt.noplots, main_proc=RANK in (-1, 0), hyp_cfg={})
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
 
-    hyp_cfg = load_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy below
+    hyp_cfg = load_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy later
+    hyp_cfg.update(gate_hyp(hyp_cfg))  # older hyp files lack the gate keys: defaults (utils/gates.py)
     hyp_cfg["label_smoothing"] = float(opt.label_smoothing)
-    opt.hyp = hyp_cfg
-    if main_proc:
-        wdir.mkdir(parents=True, exist_ok=True)
-        (save_dir / "hyp.yaml").write_text(yaml.safe_dump(_plain(hyp_cfg), sort_keys=False))
-        (save_dir / "opt.yaml").write_text(yaml.safe_dump(_plain(vars(opt)), sort_keys=False))
+    opt.hyp = run.hyp_cfg = hyp_cfg
+    if run.main_proc:
+        run.wdir.mkdir(parents=True, exist_ok=True)
+        (run.save_dir / "hyp.yaml").write_text(yaml.safe_dump(_plain(hyp_cfg), sort_keys=False))
+        (run.save_dir / "opt.yaml").write_text(yaml.safe_dump(_plain(vars(opt)), sort_keys=False))
     LOGGER.info("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hyp_cfg.items()))
 
     init_seeds(int(opt.seed) + 1 + RANK, deterministic=bool(opt.deterministic))
     with main_process_first(LOCAL_RANK):
-        data_dict = check_dataset(opt.data)
-    train_path, val_path = data_dict["train"], data_dict["val"]
-    nc = 1 if single_cls else int(data_dict["nc"])
-    names = ["item"] if single_cls and len(data_dict["names"]) != 1 else list(data_dict["names"])
+        run.data_dict = check_dataset(opt.data)
+    run.nc = 1 if opt.single_cls else int(run.data_dict["nc"])
+    names = run.data_dict["names"]
+    run.names = ["item"] if opt.single_cls and len(names) != 1 else list(names)
+    return run
 
-    # ---- model
-    ckpt, transfer = None, None
+
+def _setup_model(run: _Run) -> None:
+    """Build the model (from scratch, from pretrained weights by transfer, or the run to resume),
+    freeze layers, pick the gates the gate schedule drives, check the image size."""
+    opt, weights, nc, hyp_cfg = run.opt, run.weights, run.nc, run.hyp_cfg
+    transfer = None
     if weights.endswith(".pt"):
         path = attempt_download(weights)
-        ckpt = load_checkpoint(path)
+        run.ckpt = ckpt = load_checkpoint(path)
         src = ckpt.get("ema") or ckpt["model"]
-        if resume:
+        if run.resume:
             model = DetectionModel(ckpt["model"]["yaml"], ch=3, nc=nc)
             model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                    for k, v in ckpt["model"]["state_dict"].items()})
-            LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{epochs - 1}")
+            LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{run.epochs - 1}")
         else:
             model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
             transfer = load_pretrained(src, model, source=Path(weights).name,
@@ -224,17 +330,29 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
         if not opt.cfg:
             raise ValueError("--cfg is required when training from scratch (--weights '')")
         model = DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
-    model = model.to(device)
-    amp = amp_enabled(device)
-    channels_last = device.type == "cpu"  # oneDNN convolutions (forward and backward) are faster in NHWC
-    if channels_last:
+    model = model.to(run.device)
+    run.amp = amp_enabled(run.device)
+    run.channels_last = run.device.type == "cpu"  # oneDNN convolutions (forward and backward) are faster in NHWC
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    freeze = _freeze_prefixes(opt.freeze)
+    # the blocks new to the weights; on resume: those that were new when the run started
+    ckpt = run.ckpt or {}
     if transfer is not None:
-        new_blocks = [f"{x}." for x in transfer.new_blocks]
-    else:  # on resume: the blocks that were new when the run started
-        new_blocks = list((ckpt or {}).get("new_blocks") or []) if resume else []
+        run.new_blocks = [f"{x}." for x in transfer.new_blocks]
+        run.identity_blocks = list(transfer.identity)
+    elif run.resume:
+        run.new_blocks = list(ckpt.get("new_blocks") or [])
+        run.identity_blocks = list(ckpt.get("identity_blocks") or [])
+    run.gates = faded_gates(model, run.identity_blocks)
+    _freeze(model, _freeze_prefixes(opt.freeze), run.new_blocks)
+    run.gs = max(int(model.stride.max()), 32)
+    run.imgsz = check_img_size(int(opt.imgsz), run.gs, floor=run.gs * 2)
+    run.model = model
+
+
+def _freeze(model: nn.Module, freeze: list[str], new_blocks: list[str]) -> None:
+    """requires_grad = False for parameters under the `freeze` prefixes, except in `new_blocks`."""
     thawed = sorted({b.rstrip(".") for b in new_blocks if any(b.startswith(x) for x in freeze)})
     for k, v in model.named_parameters():
         # a block inserted into a pretrained network is trained even inside the frozen range
@@ -246,263 +364,305 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
         if thawed:
             LOGGER.info(f"Not freezing new layers: {', '.join(thawed)}")
 
-    gs = max(int(model.stride.max()), 32)
-    imgsz = check_img_size(int(opt.imgsz), gs, floor=gs * 2)
 
-    # ---- optimizer and schedule
-    accumulate = max(round(NBS / batch_size), 1)
+def _build_optimizer(run: _Run) -> None:
+    """Optimizer, LR schedule and, on resume, the optimizer state, epoch and best fitness."""
+    opt, hyp_cfg, ckpt = run.opt, run.hyp_cfg, run.ckpt
+    accumulate = max(round(NBS / run.batch_size), 1)
     hyp = dict(hyp_cfg)
-    hyp["weight_decay"] = hyp_cfg["weight_decay"] * batch_size * accumulate / NBS
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    lf = lr_lambda(epochs, hyp["lrf"], cos=bool(opt.cos_lr))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    hyp["weight_decay"] = hyp_cfg["weight_decay"] * run.batch_size * accumulate / NBS
+    run.hyp = hyp
+    run.optimizer = build_optimizer(run.model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"],
+                                    gates=run.gates.values(), gate_lr_mult=float(hyp_cfg["gate_lr_mult"]))
+    run.lf = lr_lambda(run.epochs, hyp["lrf"], cos=bool(opt.cos_lr))
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lr_lambda=run.lf)
 
-    # ---- resume state
-    start_epoch, best_fitness = 0, 0.0
-    if resume and ckpt is not None:
+    if run.resume and ckpt is not None:
         if ckpt.get("optimizer") is None:
-            raise TrainingError(f"{weights} holds no optimizer state: it is a finished run, nothing to resume")
-        optimizer.load_state_dict(ckpt["optimizer"])
-        best_fitness = float(ckpt.get("best_fitness") or 0.0)
-        start_epoch = int(ckpt["epoch"]) + 1
-        if start_epoch >= epochs:
-            raise TrainingError(f"{weights} already trained {epochs} epochs, nothing to resume")
-        last_opt_step = int(ckpt.get("last_opt_step", -1))
-    else:
-        last_opt_step = -1
+            raise TrainingError(f"{run.weights} holds no optimizer state: it is a finished run, nothing to resume")
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.best_fitness = float(ckpt.get("best_fitness") or 0.0)
+        run.start_epoch = int(ckpt["epoch"]) + 1
+        if run.start_epoch >= run.epochs:
+            raise TrainingError(f"{run.weights} already trained {run.epochs} epochs, nothing to resume")
+        run.last_opt_step = int(ckpt.get("last_opt_step", -1))
 
-    # ---- data
-    per_rank_bs = batch_size // WORLD_SIZE
+
+def _build_data(run: _Run) -> None:
+    """Train and val loaders; label check; on a fresh run the label plots and AutoAnchor."""
+    opt, hyp, nc, single_cls = run.opt, run.hyp, run.nc, run.opt.single_cls
     train_loader, dataset = create_dataloader(
-        train_path, imgsz, per_rank_bs, gs, single_cls, hyp=hyp, augment=True, cache=opt.cache or None,
-        rect=bool(opt.rect), rank=LOCAL_RANK, workers=int(opt.workers), prefix="train: ", shuffle=not opt.rect,
-        seed=int(opt.seed), nc=None if single_cls else nc)
+        run.data_dict["train"], run.imgsz, run.per_rank_bs, run.gs, single_cls, hyp=hyp, augment=True,
+        cache=opt.cache or None, rect=bool(opt.rect), rank=LOCAL_RANK, workers=int(opt.workers), prefix="train: ",
+        shuffle=not opt.rect, seed=int(opt.seed), nc=None if single_cls else nc)
     labels = np.concatenate([lb for lb in dataset.labels if len(lb)], 0) if dataset.labels else np.zeros((0, 5))
     if len(labels) and int(labels[:, 0].max()) >= nc:
         raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={nc} in {opt.data}; "
                          f"possible class labels are 0-{nc - 1}")
-    nb = len(train_loader)
+    run.train_loader, run.nb = train_loader, len(train_loader)
 
-    val_loader = None
-    if main_proc:
-        val_loader = create_dataloader(
-            val_path, imgsz, per_rank_bs * 2, gs, single_cls, hyp=hyp, cache=None if noval else (opt.cache or None),
-            rect=True, rank=-1, workers=int(opt.workers) * 2, pad=0.5, prefix="val: ", nc=None if single_cls else nc)[0]
-        if not resume:
-            if plots:
+    if run.main_proc:
+        run.val_loader = create_dataloader(
+            run.data_dict["val"], run.imgsz, run.per_rank_bs * 2, run.gs, single_cls, hyp=hyp,
+            cache=None if opt.noval else (opt.cache or None), rect=True, rank=-1, workers=int(opt.workers) * 2,
+            pad=0.5, prefix="val: ", nc=None if single_cls else nc)[0]
+        if not run.resume:
+            if run.plots:
                 from utils.train_plots import plot_labels
 
-                plot_labels(labels, names, save_dir)
+                plot_labels(labels, run.names, run.save_dir)
             if not opt.noautoanchor:
-                check_anchors(model, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=imgsz)
+                check_anchors(run.model, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=run.imgsz)
 
-    # ---- EMA (after autoanchor: the average starts from the final anchors)
-    ema = ModelEMA(model) if main_proc else None
-    if ema is not None and resume and ckpt is not None and ckpt.get("ema"):
-        ema.ema.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                 for k, v in ckpt["ema"]["state_dict"].items()})
-        ema.updates = int(ckpt.get("updates") or 0)
 
-    # ---- distributed
-    cuda = device.type == "cuda"
+def _prepare_loop(run: _Run) -> None:
+    """EMA (after AutoAnchor: it starts from the final anchors), DDP, loss, gate schedule, early
+    stopping, and on resume the results.csv rows of the epochs done."""
+    opt, ckpt, device = run.opt, run.ckpt, run.device
+    run.ema = ModelEMA(run.model) if run.main_proc else None
+    if run.ema is not None and run.resume and ckpt is not None and ckpt.get("ema"):
+        run.ema.ema.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                     for k, v in ckpt["ema"]["state_dict"].items()})
+        run.ema.updates = int(ckpt.get("updates") or 0)
+
     if RANK != -1:
+        cuda = device.type == "cuda"
+        model = run.model
         if opt.sync_bn:
             if cuda:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
                 LOGGER.info("Using SyncBatchNorm()")
             else:
                 LOGGER.warning("WARNING: --sync-bn needs CUDA; ignored on the CPU")
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[LOCAL_RANK] if cuda else None,
-                                                    output_device=LOCAL_RANK if cuda else None)
+        run.model = nn.parallel.DistributedDataParallel(model, device_ids=[LOCAL_RANK] if cuda else None,
+                                                        output_device=LOCAL_RANK if cuda else None)
 
-    # ---- model attributes the loss and val read
-    m = de_parallel(model)
-    nl = m.model[-1].nl
-    hyp = scale_hyp_gains(hyp, nl, nc, imgsz)
-    m.hyp = hyp
-    m.names = names
-    compute_loss = ComputeLoss(model)
+    # model attributes the loss and val read
+    m = de_parallel(run.model)
+    run.hyp = scale_hyp_gains(run.hyp, m.model[-1].nl, run.nc, run.imgsz)
+    m.hyp = run.hyp
+    m.names = run.names
+    run.compute_loss = ComputeLoss(run.model)
+    run.gate_schedule = make_gate_schedule(run.hyp_cfg, run.gates, run.nb)
+    if run.gates:
+        LOGGER.info(f"Gates of {', '.join(run.gates)}: {run.gate_schedule.describe()} (hyp gate_schedule)")
 
-    # ---- loop
-    t0 = time.time()
-    nw = max(round(hyp["warmup_epochs"] * nb), 100)
-    maps = np.zeros(nc)
-    results: tuple = (0, 0, 0, 0, 0, 0, 0)
-    scheduler.last_epoch = start_epoch - 1
-    scaler = grad_scaler(device)
-    stopper, stop = EarlyStopping(patience=opt.patience), False
-    stopper.best_fitness = best_fitness
-    if resume and ckpt is not None:
-        stopper.best_epoch = int(ckpt.get("best_epoch", start_epoch - 1))
-    csv_path = save_dir / "results.csv"
-    if main_proc and resume:  # keep the log consistent with the checkpoint: epochs once, in order
+    run.t0 = time.time()
+    run.nw = max(round(run.hyp["warmup_epochs"] * run.nb), 100)
+    run.maps = np.zeros(run.nc)
+    run.scheduler.last_epoch = run.start_epoch - 1
+    run.scaler = grad_scaler(device)
+    run.stopper = EarlyStopping(patience=opt.patience)
+    run.stopper.best_fitness = run.best_fitness
+    if run.resume and ckpt is not None:
+        run.stopper.best_epoch = int(ckpt.get("best_epoch", run.start_epoch - 1))
+    run.csv_keys = CSV_KEYS + [f"gate/{b}" for b in run.log_blocks]
+    csv_path = run.save_dir / "results.csv"
+    if run.main_proc and run.resume:  # keep the log consistent with the checkpoint: epochs once, in order
         saved_row = ckpt.get("results") if isinstance(ckpt.get("results"), dict) else None
-        keep_below = start_epoch - 1 if saved_row else start_epoch
+        keep_below = run.start_epoch - 1 if saved_row else run.start_epoch
         rows = [r for r in _csv_rows(csv_path) if (r.get("epoch") or "").isdigit() and int(r["epoch"]) < keep_below
                 and all(r.get(k) not in (None, "") for k in CSV_KEYS)]  # a row cut short by a kill is dropped
         if saved_row:  # the checkpoint's own epoch, exactly as it was logged
-            rows.append({k: saved_row.get(k) for k in CSV_KEYS})
-        _write_csv(csv_path, rows)
-    LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val\n"
-                f"Using {train_loader.num_workers} dataloader workers\n"
-                f"Logging results to {save_dir}\n"
-                f"Starting training for {epochs} epochs...")
+            rows.append({k: saved_row.get(k) for k in run.csv_keys})
+        _write_csv(csv_path, rows, run.csv_keys)
+    LOGGER.info(f"Image sizes {run.imgsz} train, {run.imgsz} val\n"
+                f"Using {run.train_loader.num_workers} dataloader workers\n"
+                f"Logging results to {run.save_dir}\n"
+                f"Starting training for {run.epochs} epochs...")
+
+
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, list[float], float]:
+    """One pass over the training data; returns the mean (box, obj, cls) loss, the learning rates of
+    the parameter groups (before the scheduler's step) and the seconds spent."""
     from tqdm import tqdm
 
-    final_results: dict = {}
-    train_total = 0.0  # seconds in the training loops (validation excluded)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        if RANK != -1:
-            train_loader.sampler.set_epoch(epoch)
-        mloss = torch.zeros(3, device=device)
-        pbar = enumerate(train_loader)
-        if main_proc:
-            LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss",
-                                               "Instances", "Size"))
-            pbar = tqdm(pbar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}", file=sys.stderr)
-        optimizer.zero_grad()
-        epoch_t0 = time.time()
-        for i, (imgs, targets, _paths, _) in pbar:
-            ni = i + nb * epoch
-            if channels_last:  # on the uint8 batch: 4x less to move than after .float()
-                imgs = imgs.contiguous(memory_format=torch.channels_last)
-            imgs = imgs.to(device, non_blocking=True).float() / 255
+    opt, model, optimizer, device, nb = run.opt, run.model, run.optimizer, run.device, run.nb
+    model.train()
+    if RANK != -1:
+        run.train_loader.sampler.set_epoch(epoch)
+    mloss = torch.zeros(3, device=device)
+    pbar = enumerate(run.train_loader)
+    if run.main_proc:
+        LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss",
+                                           "Instances", "Size"))
+        pbar = tqdm(pbar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}", file=sys.stderr)
+    optimizer.zero_grad()
+    epoch_t0 = time.time()
+    accumulate = max(round(NBS / run.batch_size), 1)
+    for i, (imgs, targets, _paths, _) in pbar:
+        ni = i + nb * epoch
+        if run.channels_last:  # on the uint8 batch: 4x less to move than after .float()
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        imgs = imgs.to(device, non_blocking=True).float() / 255
 
-            if ni <= nw:
-                accumulate = accumulate_steps(ni, nw, batch_size)
-                warmup(optimizer, ni, nw, epoch, lf, hyp)
+        if ni <= run.nw:
+            accumulate = accumulate_steps(ni, run.nw, run.batch_size)
+            warmup(optimizer, ni, run.nw, epoch, run.lf, run.hyp)
 
-            if opt.multi_scale:
-                sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
-                sf = sz / max(imgs.shape[2:])
-                if sf != 1:
-                    ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
-                    imgs = nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+        if opt.multi_scale:
+            imgs = _rescale(imgs, run.imgsz, run.gs)
 
-            with autocast(device):
-                pred = model(imgs)
-                loss, loss_items = compute_loss(pred, targets.to(device))
-                if RANK != -1:
-                    loss = loss * WORLD_SIZE  # DDP averages gradients over processes
+        run.gate_schedule.before_batch(ni)
+        with autocast(device):
+            pred = model(imgs)
+            loss, loss_items = run.compute_loss(pred, targets.to(device))
+            if RANK != -1:
+                loss = loss * WORLD_SIZE  # DDP averages gradients over processes
+        _check_finite(run, loss, loss_items, epoch, i)
 
-            finite = torch.isfinite(loss.detach()).all()
-            if RANK != -1:  # every process must stop together
-                flag = finite.float().reshape(1)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-                finite = bool(flag.item())
-            if not finite:
-                where = f"epoch {epoch}, batch {i}"
-                keep = f"; {last} keeps the weights of the last completed epoch" if last.is_file() else ""
-                raise TrainingError(f"loss is {loss.item()} at {where} (items box/obj/cls "
-                                    f"{[round(x, 4) for x in loss_items.tolist()]}): training diverged, stopping"
-                                    f"{keep}. Try a lower lr0, a smaller batch or --optimizer SGD.")
+        run.scaler.scale(loss).backward()
+        run.gate_schedule.after_backward(ni)
 
-            scaler.scale(loss).backward()
+        if ni - run.last_opt_step >= accumulate:
+            run.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP)
+            run.scaler.step(optimizer)
+            run.scaler.update()
+            optimizer.zero_grad()
+            if run.ema is not None:
+                run.ema.update(model)
+            run.last_opt_step = ni
 
-            if ni - last_opt_step >= accumulate:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
-                if ema is not None:
-                    ema.update(model)
-                last_opt_step = ni
+        if run.main_proc:
+            mloss = (mloss * i + loss_items) / (i + 1)
+            mem = f"{memory_gb(device):.3g}G"
+            pbar.set_description(("%11s" * 2 + "%11.4g" * 5)
+                                 % (f"{epoch}/{run.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
+            if run.plots and ni < 3:
+                from utils.train_plots import plot_images
 
-            if main_proc:
-                mloss = (mloss * i + loss_items) / (i + 1)
-                mem = f"{memory_gb(device):.3g}G"
-                pbar.set_description(("%11s" * 2 + "%11.4g" * 5)
-                                     % (f"{epoch}/{epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
-                if plots and ni < 3:
-                    from utils.train_plots import plot_images
+                plot_images(imgs, targets, run.save_dir / f"train_batch{ni}.jpg", run.names)
+    train_time = time.time() - epoch_t0
+    run.train_total += train_time
+    lr = [x["lr"] for x in optimizer.param_groups]
+    run.scheduler.step()
+    return mloss, lr, train_time
 
-                    plot_images(imgs, targets, save_dir / f"train_batch{ni}.jpg", names)
-        train_time = time.time() - epoch_t0
-        train_total += train_time
 
-        lr = [x["lr"] for x in optimizer.param_groups]
-        scheduler.step()
+def _rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
+    """--multi-scale: resize the batch to a random multiple of `gs` between 0.5 and 1.5 x `imgsz`."""
+    sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
+    sf = sz / max(imgs.shape[2:])
+    if sf == 1:
+        return imgs
+    ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
+    return nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
 
-        if main_proc:
-            ema.update_attr(model)
-            final_epoch = (epoch + 1 == epochs) or (stopper.patience != float("inf") and
+
+def _check_finite(run: _Run, loss: torch.Tensor, loss_items: torch.Tensor, epoch: int, i: int) -> None:
+    """Raise TrainingError (on every process together) when the loss is not finite."""
+    finite = torch.isfinite(loss.detach()).all()
+    if RANK != -1:  # every process must stop together
+        flag = finite.float().reshape(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
+    if not finite:
+        where = f"epoch {epoch}, batch {i}"
+        keep = f"; {run.last} keeps the weights of the last completed epoch" if run.last.is_file() else ""
+        raise TrainingError(f"loss is {loss.item()} at {where} (items box/obj/cls "
+                            f"{[round(x, 4) for x in loss_items.tolist()]}): training diverged, stopping"
+                            f"{keep}. Try a lower lr0, a smaller batch or --optimizer SGD.")
+
+
+def _validate_and_save(run: _Run, epoch: int, mloss: torch.Tensor, lr: list[float], train_time: float) -> bool:
+    """On the main process: validate the EMA model, log the epoch (results.csv, gates), write the
+    checkpoints. Returns whether to stop (early stopping; decided by rank 0 under DDP)."""
+    opt, stop = run.opt, False
+    if run.main_proc:
+        ema, stopper = run.ema, run.stopper
+        ema.update_attr(run.model)
+        final_epoch = (epoch + 1 == run.epochs) or (stopper.patience != float("inf") and
                                                     epoch - stopper.best_epoch + 1 >= stopper.patience)
-            if not noval or final_epoch:
-                results, maps, _ = validate.run(data_dict, batch_size=per_rank_bs * 2, imgsz=imgsz, half=amp,
-                                                model=ema.ema, single_cls=single_cls, dataloader=val_loader,
-                                                save_dir=save_dir, plots=False, compute_loss=compute_loss)
-            fi = float(fitness(np.asarray(results, dtype=np.float64)))
-            stop = stopper(epoch, fi)
-            if fi > best_fitness:
-                best_fitness = fi
-            row = dict(zip(CSV_KEYS, [epoch, *[float(x) for x in mloss.tolist()],
-                                      *[float(x) for x in results], *[float(x) for x in lr]]))
+        if not opt.noval or final_epoch:
+            run.results, run.maps, _ = validate.run(
+                run.data_dict, batch_size=run.per_rank_bs * 2, imgsz=run.imgsz, half=run.amp, model=ema.ema,
+                single_cls=opt.single_cls, dataloader=run.val_loader, save_dir=run.save_dir, plots=False,
+                compute_loss=run.compute_loss)
+        fi = float(fitness(np.asarray(run.results, dtype=np.float64)))
+        stop = stopper(epoch, fi)
+        if fi > run.best_fitness:
+            run.best_fitness = fi
+        row = dict(zip(CSV_KEYS, [epoch, *[float(x) for x in mloss.tolist()],
+                                  *[float(x) for x in run.results], *[float(x) for x in lr]]))
+        gate_now = block_gates(ema.ema, run.log_blocks)  # the averaged model: the one validated and saved
+        row.update({f"gate/{b}": round(v, 5) for b, v in gate_now.items()})
+        if gate_now:
+            LOGGER.info(f"epoch {epoch} gates: " + ", ".join(f"{b}={v:.4f}" for b, v in gate_now.items()))
 
-            if not nosave or final_epoch:
-                ckpt_out = {
-                    "epoch": epoch,
-                    "best_fitness": best_fitness,
-                    "model": model_record(model),
-                    "ema": model_record(ema.ema),
-                    "updates": ema.updates,
-                    "last_opt_step": last_opt_step,
-                    "best_epoch": stopper.best_epoch,
-                    "new_blocks": new_blocks,
-                    "optimizer": optimizer.state_dict(),
-                    "opt": _plain(vars(opt)),
-                    "hyp": _plain(hyp_cfg),
-                    "results": {k: v for k, v in row.items()},
-                }
-                save_checkpoint(ckpt_out, last)
-                if best_fitness == fi:
-                    save_checkpoint(ckpt_out, best)
-                if opt.save_period > 0 and epoch % opt.save_period == 0:
-                    save_checkpoint(ckpt_out, wdir / f"epoch{epoch}.pt")
-                del ckpt_out
-            _append_csv(csv_path, row)  # after the checkpoint: a resumed run never repeats an epoch
-            final_results = row
-            LOGGER.info(f"epoch {epoch}: {train_time:.1f}s training")
+        if not opt.nosave or final_epoch:
+            _save_checkpoints(run, epoch, row, fi)
+        _append_csv(run.save_dir / "results.csv", row)  # after the checkpoint: a resumed run never repeats an epoch
+        run.final_results = row
+        LOGGER.info(f"epoch {epoch}: {train_time:.1f}s training")
 
-        if RANK != -1:  # rank 0 decides whether to stop (early stopping)
-            flag = [stop]
-            dist.broadcast_object_list(flag, 0)
-            stop = flag[0]
-        if stop:
-            break
+    if RANK != -1:  # rank 0 decides whether to stop (early stopping)
+        flag = [stop]
+        dist.broadcast_object_list(flag, 0)
+        stop = flag[0]
+    return bool(stop)
 
-    # ---- end
+
+def _save_checkpoints(run: _Run, epoch: int, row: dict, fi: float) -> None:
+    """last.pt, best.pt when `fi` is the best fitness so far, epoch<N>.pt every --save-period epochs."""
+    ckpt_out = {
+        "epoch": epoch,
+        "best_fitness": run.best_fitness,
+        "model": model_record(run.model),
+        "ema": model_record(run.ema.ema),
+        "updates": run.ema.updates,
+        "last_opt_step": run.last_opt_step,
+        "best_epoch": run.stopper.best_epoch,
+        "new_blocks": run.new_blocks,
+        "identity_blocks": run.identity_blocks,
+        "optimizer": run.optimizer.state_dict(),
+        "opt": _plain(vars(run.opt)),
+        "hyp": _plain(run.hyp_cfg),
+        "results": dict(row),
+    }
+    save_checkpoint(ckpt_out, run.last)
+    if run.best_fitness == fi:
+        save_checkpoint(ckpt_out, run.best)
+    if run.opt.save_period > 0 and epoch % run.opt.save_period == 0:
+        save_checkpoint(ckpt_out, run.wdir / f"epoch{epoch}.pt")
+
+
+def _finish(run: _Run) -> dict:
+    """Digest hook, results.png, strip the optimizer from the checkpoints, validate best.pt; the result dict."""
     if os.getenv(DIGEST_ENV):
         d = Path(os.getenv(DIGEST_ENV))
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"rank{max(RANK, 0)}.sha256").write_text(state_digest(model) + "\n")
-    if main_proc:
-        n_done = epoch - start_epoch + 1
-        LOGGER.info(f"\n{n_done} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
-        if plots:
+        (d / f"rank{max(RANK, 0)}.sha256").write_text(state_digest(run.model) + "\n")
+    results, maps = run.results, run.maps
+    if run.main_proc:
+        n_done = run.epoch - run.start_epoch + 1
+        LOGGER.info(f"\n{n_done} epochs completed in {(time.time() - run.t0) / 3600:.3f} hours.")
+        if run.plots:
             from utils.train_plots import plot_results
 
-            plot_results(csv_path)  # results.png
-        for f in (last, best):
+            plot_results(run.save_dir / "results.csv")  # results.png
+        for f in (run.last, run.best):
             if f.exists():
                 strip_optimizer(f)
-        if best.exists():
-            LOGGER.info(f"\nValidating {best}...")
+        if run.best.exists():
+            LOGGER.info(f"\nValidating {run.best}...")
             from utils.checkpoint import model_from_record
 
-            bmodel = model_from_record(load_checkpoint(best)["model"], source=str(best)).to(device).eval().fuse()
-            bmodel.hyp = hyp
-            results, maps, _ = validate.run(data_dict, batch_size=per_rank_bs * 2, imgsz=imgsz, model=bmodel,
-                                            single_cls=single_cls, dataloader=val_loader, save_dir=save_dir,
-                                            verbose=nc < 50, plots=plots, compute_loss=compute_loss)
-        LOGGER.info(f"Results saved to {save_dir}")
-    torch.cuda.empty_cache() if cuda else None
+            bmodel = model_from_record(load_checkpoint(run.best)["model"], source=str(run.best))
+            bmodel = bmodel.to(run.device).eval().fuse()
+            bmodel.hyp = run.hyp
+            results, maps, _ = validate.run(run.data_dict, batch_size=run.per_rank_bs * 2, imgsz=run.imgsz,
+                                            model=bmodel, single_cls=run.opt.single_cls, dataloader=run.val_loader,
+                                            save_dir=run.save_dir, verbose=run.nc < 50, plots=run.plots,
+                                            compute_loss=run.compute_loss)
+        LOGGER.info(f"Results saved to {run.save_dir}")
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
     p_, r_, map50, map5095 = (float(x) for x in results[:4])
-    return {"results": tuple(float(x) for x in results), "maps": maps, "save_dir": save_dir,
-            "last": last, "best": best, "epochs_row": final_results, "best_fitness": best_fitness,
+    return {"results": tuple(float(x) for x in results), "maps": maps, "save_dir": run.save_dir,
+            "last": run.last, "best": run.best, "epochs_row": run.final_results, "best_fitness": run.best_fitness,
             "metrics": {"precision": p_, "recall": r_, "map50": map50, "map": map5095},
-            "train_time": train_total}
+            "train_time": run.train_total}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,9 +240,11 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
     assert torch.equal(ck["model.0.conv.weight"], src["model.0.conv.weight"])
     assert torch.equal(ck["model.8.cv1.conv.weight"], src["model.8.cv1.conv.weight"])
     assert not torch.equal(ck["model.11.conv.weight"], src["model.10.conv.weight"])
-    # the inserted block (layer 9 < 10) is new, so it is trained, not frozen; it started closed
+    # the inserted block (layer 9 < 10) is new, so it is trained, not frozen; it started closed and the
+    # default fade (over 100 batches) set it to 3/100 at the last batch (index 3), untouched by AdamW
     assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
-    assert 0 < ck["model.9.gate"].abs().item() < 0.5
+    assert ck["model.9.gate"].item() == pytest.approx(0.03)
+    assert 0 < float(rows[-1]["gate/model.9"]) <= 0.03  # logged: the EMA's gate
 
 
 def test_no_identity_start_keeps_the_papers_block_and_still_thaws_it(tiny_run, tmp_path):

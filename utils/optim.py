@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -39,13 +39,19 @@ def param_groups(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 
 def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momentum: float = 0.937,
-                    decay: float = 5e-4) -> torch.optim.Optimizer:
+                    decay: float = 5e-4, gates: Iterable[nn.Parameter] = (),
+                    gate_lr_mult: float = 1.0) -> torch.optim.Optimizer:
     """SGD (Nesterov) / Adam / AdamW with three groups: [0] biases, [1] decayed weights, [2] the rest.
 
     `momentum` is SGD's momentum or Adam's beta1. Group 0 is the one warmed up from
-    ``warmup_bias_lr``.
+    ``warmup_bias_lr``. With `gate_lr_mult` != 1, the trainable parameters in `gates` (the
+    gates of inserted attention blocks, see utils/gates.py) leave group 2 for a fourth group
+    [3] at ``lr * gate_lr_mult`` without weight decay.
     """
     biases, weights, no_decay = param_groups(model)
+    own = {id(p) for p in gates if p.requires_grad} if gate_lr_mult != 1 else set()
+    gate_group = [p for p in no_decay if id(p) in own]
+    no_decay = [p for p in no_decay if id(p) not in own]
     if name == "Adam":
         opt = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
     elif name == "AdamW":
@@ -56,8 +62,11 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momen
         raise ValueError(f"unknown optimizer {name!r}; choose SGD, Adam or AdamW")
     opt.add_param_group({"params": weights, "weight_decay": decay})
     opt.add_param_group({"params": no_decay, "weight_decay": 0.0})
+    if gate_group:
+        opt.add_param_group({"params": gate_group, "weight_decay": 0.0, "lr": lr * gate_lr_mult})
     LOGGER.info(f"optimizer: {name}(lr={lr}) with parameter groups {len(no_decay)} weight(decay=0.0), "
-                f"{len(weights)} weight(decay={decay}), {len(biases)} bias")
+                f"{len(weights)} weight(decay={decay}), {len(biases)} bias"
+                + (f", {len(gate_group)} gate(lr x{gate_lr_mult:g}, decay=0.0)" if gate_group else ""))
     return opt
 
 

@@ -1,0 +1,189 @@
+"""Gates of attention blocks inserted into pretrained weights: schedules (utils/gates.py) and train.py's use of them."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from data.synthetic import make_synthetic
+from models.transfer import load_pretrained
+from models.yolo import DetectionModel
+from utils.checkpoint import load_checkpoint, model_record, save_checkpoint
+from utils.data.dataset import load_hyp
+from utils.gates import GATE_HYP_DEFAULTS, MIN_FADE_BATCHES, FadeIn, faded_gates, gate_hyp, make_gate_schedule
+from utils.logging import LOGGER
+from utils.optim import build_optimizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# 8 train images at 64 px, batch 2: 4 batches (= 1 optimizer step each, accumulation starts at 1) per epoch
+TINY = dict(imgsz=64, batch_size=2, workers=0, device="cpu", noplots=True, noautoanchor=True)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("synth"), n_train=8, n_val=2, imgsz=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base_pt(tmp_path_factory) -> Path:
+    """A yolov5n checkpoint (3 classes, random weights) to fine-tune from: stands in for yolov5n.pt."""
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n.yaml", nc=3)
+    f = tmp_path_factory.mktemp("w") / "base.pt"
+    save_checkpoint({"model": model_record(m), "epoch": -1}, f)
+    return f
+
+
+class _Log(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        LOGGER.addHandler(self)
+        return self
+
+    def __exit__(self, *a):
+        LOGGER.removeHandler(self)
+
+
+def _finetune(synth: Path, base_pt: Path, project: Path, **kw) -> tuple[dict, str]:
+    with _Log() as log:
+        out = train.run(data=str(synth), weights=str(base_pt), cfg="yolov5n_CBAM.yaml", project=str(project),
+                        **{**TINY, **kw})
+    return out, "\n".join(log.lines)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- the schedules themselves
+
+
+def test_fade_values_and_gradients():
+    gate = torch.nn.Parameter(torch.zeros(1))
+    s = FadeIn({"b": gate}, batches_per_epoch=50, hyp={"gate_warmup_epochs": 3.0})
+    assert s.n == 150
+    for ni, want in ((0, 0.0), (75, 0.5), (150, 1.0), (151, 1.0)):
+        assert s.value(ni) == want
+    s.before_batch(30)
+    assert gate.item() == pytest.approx(0.2)
+    gate.grad = torch.ones(1)
+    s.after_backward(30)
+    assert gate.grad is None  # not trained while faded in: no step, no momentum, no weight decay
+    s.before_batch(150)
+    gate.grad = torch.ones(1)
+    s.after_backward(150)
+    assert gate.item() == 1.0 and gate.grad is not None  # from here on an ordinary parameter
+    with torch.no_grad():
+        gate.fill_(0.9)  # as an optimizer would
+    s.before_batch(151)
+    assert gate.item() == pytest.approx(0.9)  # the schedule no longer touches it
+    # short epochs: the fade lasts at least as long as train.py's LR warmup (100 batches)
+    assert FadeIn({}, 4, {"gate_warmup_epochs": 3.0}).n == MIN_FADE_BATCHES
+    assert FadeIn({}, 4, {"gate_warmup_epochs": 0}).value(0) == 1.0  # 0: open at once
+
+
+def test_gate_hyp_defaults_and_bad_values():
+    old = {k: v for k, v in load_hyp(None).items() if not k.startswith("gate_")}  # a hyp file from before
+    assert {k: gate_hyp(old)[k] for k in GATE_HYP_DEFAULTS} == GATE_HYP_DEFAULTS
+    assert GATE_HYP_DEFAULTS["gate_schedule"] == "fade"
+    for f in (Path(train.ROOT) / "data" / "hyps").glob("*.yaml"):  # every shipped file sets the keys
+        assert all(k in load_hyp(f) for k in GATE_HYP_DEFAULTS), f
+    with pytest.raises(ValueError, match="gate_schedule='open'.*fade, train"):
+        gate_hyp({"gate_schedule": "open"})
+    with pytest.raises(ValueError, match="gate_lr_mult"):
+        gate_hyp({"gate_lr_mult": -1})
+    assert type(make_gate_schedule({"gate_schedule": "train"}, {}, 4)).__name__ == "GateSchedule"
+
+
+def test_lr_multiplier_puts_gates_in_their_own_group():
+    torch.manual_seed(0)
+    m = DetectionModel("yolov5n_CBAM.yaml")
+    gates = faded_gates(m, ["model.9"])
+    assert list(gates) == ["model.9"] and faded_gates(m, []) == {}
+    assert len(build_optimizer(m, "SGD", 0.01, gates=gates.values()).param_groups) == 3  # x1: as before
+    opt = build_optimizer(m, "SGD", 0.01, gates=gates.values(), gate_lr_mult=100)
+    assert len(opt.param_groups) == 4
+    g = opt.param_groups[3]
+    assert g["params"] == [m.model[9].gate] and g["lr"] == pytest.approx(1.0) and g["weight_decay"] == 0
+    assert all(p is not m.model[9].gate for grp in opt.param_groups[:3] for p in grp["params"])
+    with pytest.raises(KeyError, match="model.99"):
+        faded_gates(m, ["model.99"])
+
+
+def test_blocks_with_their_own_zero_scale_are_not_faded():
+    m = DetectionModel("yolov5n_CC.yaml")
+    assert faded_gates(m, ["model.9"]) == {}  # CC starts from its own gamma = 0 and keeps gate 1
+
+
+# ---- train.py
+
+
+def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, tmp_path):
+    """Default hyperparameters, 2 epochs x 4 batches of 2 images at 64 px (8 optimizer steps).
+
+    Threshold: the gate must reach 0.07 (= 7/100, the fade's value at the last batch, index 7;
+    the fade lasts max(3 epochs, 100 batches)). Before the fade, the optimizer alone moved an
+    identity-started gate by less than 0.001 in 12 epochs of coco128, so any regrouping of
+    parameters that stops the gate from opening fails here by two orders of magnitude.
+    The block's own weights must move too (their gradient is proportional to the gate).
+    """
+    out, log = _finetune(synth, base_pt, tmp_path, epochs=2, save_period=1)
+    assert "Identity start for 1 new attention block(s): model.9" in log
+    assert "Gates of model.9: faded in from 0 to 1 over 100 batches (3 epochs)" in log
+    ep1 = load_checkpoint(out["save_dir"] / "weights" / "epoch1.pt")
+    sd = ep1["model"]["state_dict"]
+    assert sd["model.9.gate"].item() == pytest.approx(0.07) and sd["model.9.gate"].item() >= 0.07 - 1e-6
+    fresh = DetectionModel("yolov5n_CBAM.yaml", nc=3)
+    load_pretrained(load_checkpoint(base_pt)["model"], fresh)
+    w0 = fresh.state_dict()["model.9.spatial.weight"]
+    assert (sd["model.9.spatial.weight"] - w0).abs().max() > 1e-5  # the block learned
+    assert ep1["identity_blocks"] == ["model.9"]
+    # logged per epoch: a column per new block (the EMA model's gate) and a line
+    rows = _rows(out["save_dir"] / "results.csv")
+    assert list(rows[0]) == train.CSV_KEYS + ["gate/model.9"]
+    assert 0 < float(rows[0]["gate/model.9"]) < float(rows[1]["gate/model.9"]) <= 0.07
+    assert "epoch 1 gates: model.9=0.0" in log
+
+
+def test_resume_continues_the_fade(synth, base_pt, tmp_path):
+    """Stopped after epoch 0 and resumed: the gate follows the schedule to the same value as without the stop."""
+    out, _ = _finetune(synth, base_pt, tmp_path / "a", epochs=3, save_period=1)
+    full = load_checkpoint(out["save_dir"] / "weights" / "epoch2.pt")["model"]["state_dict"]["model.9.gate"].item()
+    assert full == pytest.approx(11 / 100)
+    stopped = tmp_path / "b" / "exp" / "weights"
+    stopped.mkdir(parents=True)
+    shutil.copy(out["save_dir"] / "weights" / "epoch0.pt", stopped / "last.pt")
+    with _Log() as log:
+        res = train.run(resume=str(stopped / "last.pt"), device="cpu", workers=0)
+    assert "Gates of model.9: faded in" in "\n".join(log.lines)
+    assert load_checkpoint(res["last"])["model"]["state_dict"]["model.9.gate"].item() != 0  # sanity
+    gate = float(_rows(res["save_dir"] / "results.csv")[-1]["gate/model.9"])
+    full_ema = float(_rows(out["save_dir"] / "results.csv")[-1]["gate/model.9"])
+    assert gate == pytest.approx(full_ema, abs=1e-4)
+
+
+def test_no_identity_start_and_scratch_untouched(synth, base_pt, tmp_path):
+    out, log = _finetune(synth, base_pt, tmp_path / "a", epochs=1, no_identity_start=True)
+    assert "Gates of" not in log  # no schedule: the paper's block (gate 1), trained as any weight
+    gate = float(_rows(out["save_dir"] / "results.csv")[-1]["gate/model.9"])
+    assert 0.9 < gate < 1.1
+    with _Log() as lg:
+        out = train.run(data=str(synth), weights="", cfg="yolov5n_CBAM.yaml", project=str(tmp_path / "b"),
+                        epochs=1, **TINY)
+    assert "Gates of" not in "\n".join(lg.lines)
+    assert list(_rows(out["save_dir"] / "results.csv")[0]) == train.CSV_KEYS  # no new blocks to log
+    assert load_checkpoint(out["last"])["model"]["state_dict"]["model.9.gate"].item() == pytest.approx(1, abs=0.05)

@@ -1,0 +1,148 @@
+"""How the gates of attention blocks inserted into a pretrained network open during fine-tuning.
+
+A block given an *identity start* (:meth:`models.attention._base.AttentionBlock.identity_start`)
+computes ``x + gate * (f(x) - x)`` with ``gate = 0``: the fine-tune starts from exactly the
+pretrained network. Left to the optimizer, that gate hardly moves (fine-tuning yolov5n.pt into
+yolov5n_CBAM on coco128 for 30 epochs ends near 0.002; the gradient of ``f``'s own weights is
+proportional to the gate, so they do not learn either). The hyperparameter ``gate_schedule``
+picks what happens instead, from :data:`GATE_SCHEDULES`:
+
+``fade`` (default)
+    The gate is *set*, not learned, on a schedule: it rises linearly from 0 at the first batch
+    to 1 after ``gate_warmup_epochs`` epochs of batches (at least 100 batches, like the learning
+    rate warmup, which it matches by default); meanwhile its gradient is dropped
+    (``grad = None``: no optimizer step, no momentum, no weight decay), while ``f``'s weights
+    learn through the growing gate. After the fade the gate is an ordinary trainable
+    parameter (no weight decay) starting from 1, the paper's block. The ramp is a fixed
+    function of the global batch index, so ``--resume`` continues it where it stopped.
+    Related: ReZero (Bachlechner et al., "ReZero is All You Need: Fast Convergence at Large
+    Depth", arXiv:2003.04887) *learns* a zero-initialised residual scale, LayerScale (Touvron
+    et al., "Going deeper with Image Transformers" (CaiT), arXiv:2103.17239) learns a small
+    per-channel one (1e-5 ... 0.1); both train from scratch, where the loss pulls them open.
+    In a converged pretrained network it does not, hence the schedule.
+``train``
+    The gate is an ordinary trainable parameter from 0 (the behaviour before this module; the
+    control in benchmarks/gate_study.py). With ``gate_lr_mult`` != 1 the gates get their own
+    optimizer group at ``lr0 * gate_lr_mult``.
+
+Blocks whose paper already starts from a zero residual scale (DA, CC, NonLocal) keep gate 1
+under identity start; no schedule touches them. Neither is anything done for models trained
+from scratch or with ``--no-identity-start`` (their gates start at 1 and are trained).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from models.attention._base import AttentionBlock
+
+# Hyperparameters this module reads, with the values used when a hyp file lacks them (older files).
+# Like the learning-rate warmup (train.py), the fade lasts at least this many batches.
+MIN_FADE_BATCHES = 100
+GATE_HYP_DEFAULTS: dict = {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0}
+
+
+def gate_hyp(hyp: dict) -> dict:
+    """`hyp` with the gate keys filled in from :data:`GATE_HYP_DEFAULTS`; raises ValueError on bad values."""
+    out = {**GATE_HYP_DEFAULTS, **{k: hyp[k] for k in GATE_HYP_DEFAULTS if k in hyp}}
+    if out["gate_schedule"] not in GATE_SCHEDULES:
+        raise ValueError(f"hyp gate_schedule={out['gate_schedule']!r} is unknown; choose one of "
+                         f"{', '.join(GATE_SCHEDULES)}")
+    for k in ("gate_warmup_epochs", "gate_lr_mult"):
+        if not isinstance(out[k], (int, float)) or isinstance(out[k], bool) or out[k] < 0:
+            raise ValueError(f"hyp {k}={out[k]!r} must be a number >= 0")
+    return out
+
+
+def faded_gates(model: nn.Module, blocks: list[str]) -> dict[str, nn.Parameter]:
+    """``{block name: gate}`` for the blocks among `blocks` whose identity start closes the gate.
+
+    `blocks` are module names (``model.9``, ``model.2.cbam``) as in
+    ``TransferResult.identity``; blocks whose identity start zeroes their own scales instead
+    (DA, CC, NonLocal override :meth:`AttentionBlock.identity_start`) are left out.
+    Raises KeyError naming a block that is not in `model`.
+    """
+    modules = dict(model.named_modules())
+    out: dict[str, nn.Parameter] = {}
+    for b in blocks:
+        if b not in modules:
+            raise KeyError(f"attention block {b!r} is not in the model; the checkpoint does not fit its YAML")
+        m = modules[b]
+        if isinstance(m, AttentionBlock) and type(m).identity_start is AttentionBlock.identity_start:
+            out[b] = m.gate
+    return out
+
+
+def block_gates(model: nn.Module, blocks: list[str]) -> dict[str, float]:
+    """``{block name: gate value}`` of those of `blocks` that are attention blocks (for logging)."""
+    modules = dict(model.named_modules())
+    return {b: float(modules[b].gate.detach().float().item()) for b in blocks
+            if isinstance(modules.get(b), AttentionBlock)}
+
+
+class GateSchedule:
+    """Base schedule (``train``): the gates are left to the optimizer. Subclasses drive them.
+
+    Train loop contract: :meth:`before_batch` before each forward pass, with the global batch
+    index ``ni = epoch * batches_per_epoch + i``; :meth:`after_backward` after each backward
+    pass (before the optimizer step).
+    """
+
+    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict) -> None:
+        self.gates = gates
+        self.nb = int(batches_per_epoch)
+        self.hyp = gate_hyp(hyp)
+
+    def before_batch(self, ni: int) -> None:
+        """Set the gates for batch `ni` (nothing for ``train``)."""
+
+    def after_backward(self, ni: int) -> None:
+        """Adjust the gates' gradients of batch `ni` (nothing for ``train``)."""
+
+    def describe(self) -> str:
+        return f"trained by the optimizer from 0 (lr x{self.hyp['gate_lr_mult']:g})"
+
+
+class FadeIn(GateSchedule):
+    """``fade``: gate = min(1, ni / n), not trained while it rises; a trainable parameter from 1 afterwards.
+
+    n = max(``gate_warmup_epochs`` * batches per epoch, 100) batches: with the default
+    ``gate_warmup_epochs`` = ``warmup_epochs`` = 3 the gate rises exactly while the learning
+    rate warms up (train.py's warmup has the same length), so the block's weights learn as the
+    gate lets them in. ``gate_warmup_epochs: 0`` opens the gates at the first batch.
+    """
+
+    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict) -> None:
+        super().__init__(gates, batches_per_epoch, hyp)
+        k = float(self.hyp["gate_warmup_epochs"])
+        self.n = max(round(k * self.nb), MIN_FADE_BATCHES) if k > 0 else 0
+
+    def value(self, ni: int) -> float:
+        """The gate at batch `ni` (0 at the first batch, 1 from batch n on)."""
+        return 1.0 if ni >= self.n else ni / self.n
+
+    def before_batch(self, ni: int) -> None:
+        if ni <= self.n:  # afterwards the optimizer owns the gate
+            with torch.no_grad():
+                for g in self.gates.values():
+                    g.fill_(self.value(ni))
+
+    def after_backward(self, ni: int) -> None:
+        if ni < self.n:
+            for g in self.gates.values():
+                g.grad = None
+
+    def describe(self) -> str:
+        return (f"faded in from 0 to 1 over {self.n} batches ({self.hyp['gate_warmup_epochs']:g} epochs), "
+                f"then trained (lr x{self.hyp['gate_lr_mult']:g})")
+
+
+GATE_SCHEDULES: dict[str, Callable[..., GateSchedule]] = {"fade": FadeIn, "train": GateSchedule}
+
+
+def make_gate_schedule(hyp: dict, gates: dict[str, nn.Parameter], batches_per_epoch: int) -> GateSchedule:
+    """The schedule named by ``hyp['gate_schedule']`` (default ``fade``) for `gates`."""
+    return GATE_SCHEDULES[gate_hyp(hyp)["gate_schedule"]](gates, batches_per_epoch, hyp)
