@@ -27,8 +27,8 @@ raises TrainingError (diverged loss) is recorded as FAIL and the process goes on
 Outputs in the run folder (rewritten from the storage after every trial, by whichever process
 finished it): ``evolve.csv`` (one row per complete trial: the 7 validation results, the hyp
 values, fitness, trial number), ``hyp_evolve.yaml`` (the best trial's hyperparameters) and,
-at the end, ``evolve.png`` (each searched value against fitness, the best marked; redrawn when the
-process completed trials). Each trial
+at the end, ``evolve.png`` (each searched value against fitness, the best marked; drawn by the process
+that finishes last). Each trial
 trains into ``trial<number>/`` with ``--noval --nosave --noplots``; its weights are deleted.
 """
 
@@ -39,7 +39,9 @@ import copy
 import csv
 import math
 import os
+import random
 import shutil
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +87,7 @@ RESULT_KEYS = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metric
 STUDY_NAME = "evolve"
 HEARTBEAT_S = 10
 GRACE_S = 30
+STORAGE_TRIES = 5
 
 
 def search_space(hyp: dict) -> dict[str, tuple[float, float]]:
@@ -114,14 +117,23 @@ def open_study(storage_url: str, study_name: str = STUDY_NAME):
     """Create or load (`load_if_exists`) the study in an RDB storage with heartbeats and a retry of
     stale trials; SQLite connections wait up to 60 s for a lock held by another process."""
     import optuna
+    import sqlalchemy.exc
 
     kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            storage_url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-        sampler = optuna.samplers.TPESampler(constant_liar=True)
+    for attempt in range(STORAGE_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    storage_url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # processes starting together on a new database race to create its tables: the loser retries
+            if attempt == STORAGE_TRIES - 1:
+                raise
+            time.sleep(0.5 + random.random())
+    sampler = optuna.samplers.TPESampler(constant_liar=True)
     return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, direction="maximize",
                                load_if_exists=True)
 
@@ -178,7 +190,7 @@ def plot_evolve(csv_path: Path, keys: list[str]) -> Path:
     best = int(fit.argmax())
     cols = min(5, max(len(keys), 1))
     nrows = math.ceil(len(keys) / cols) or 1
-    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 2.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3 * cols, 2.6 * nrows), squeeze=False, sharey=True)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.05, top=0.95, hspace=0.45, wspace=0.3)
     for ax, k in zip(axes.flat, keys):
         v = np.array([float(r[k]) for r in rows])
@@ -252,7 +264,9 @@ def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace
     if _taken(study) < n:
         study.optimize(objective, n_trials=n, catch=catch, callbacks=[after_trial])
     done = write_outputs(study, save_dir, list(space))
-    if done and (done > before or not (save_dir / "evolve.png").is_file()):
+    png_missing = not (save_dir / "evolve.png").is_file()
+    last_one = _taken(study) == done  # no trial of another process still running: this one plots
+    if done and last_one and (png_missing or done > before):
         plot_evolve(save_dir / "evolve.csv", list(space))
     best = max(_complete(study), key=lambda t: t.value, default=None)
     LOGGER.info(f"evolve: {done} complete trials; best fitness "

@@ -1,8 +1,9 @@
 """TensorBoard logging for train.py (``torch.utils.tensorboard``; view with ``tensorboard --logdir runs/train``).
 
 Per epoch (step = epoch): every results.csv column under its CSV name (``train/box_loss``,
-``metrics/mAP_0.5``, ``x/lr0`` ...) and, for every attention block, its identity-start gate
-as ``gates/<module path>`` (``gates/model.9.attn`` ...; see models/attention/_base.py).
+``metrics/mAP_0.5``, ``x/lr0`` ...; the ``gate/`` columns excepted) and, for every attention
+block of the model given (train.py: the EMA model, the one validated), its gate as
+``gates/<module path>`` (``gates/model.9.attn`` ...; see models/attention/_base.py).
 Once: the first training batch's first image (a mosaic, as the model sees it) as ``train/mosaic``.
 """
 
@@ -35,12 +36,12 @@ class TensorBoardLogger:
             self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_epoch(self, row: dict, model: nn.Module, epoch: int) -> None:
-        """Scalars of one epoch: `row` (results.csv keys -> numbers; ``epoch`` itself is skipped)
-        and the attention gates of `model`."""
+        """Scalars of one epoch: `row` (results.csv keys -> numbers; ``epoch`` and the ``gate/``
+        columns are skipped) and the gates of every attention block of `model`."""
         if self.writer is None:
             return
         for k, v in row.items():
-            if k != "epoch":
+            if k != "epoch" and not k.startswith("gate/"):
                 self.writer.add_scalar(k, float(v), epoch)
         for name, g in attention_gates(model).items():
             self.writer.add_scalar(f"gates/{name}", g, epoch)
