@@ -97,3 +97,9 @@ def test_stale_running_trial_is_failed_and_retried(tmp_path, monkeypatch):
 def test_bad_n(tmp_path):
     with pytest.raises(ValueError, match="--evolve needs"):
         ev.evolve(_opt(tmp_path, 0), _fake_train([]))
+
+
+def test_sqlite_storage_folder_is_created(tmp_path):
+    db = tmp_path / "new" / "folder" / "study.db"
+    study = ev.open_study(f"sqlite:///{db}")
+    assert db.is_file() and study.study_name == ev.STUDY_NAME

@@ -119,7 +119,12 @@ def open_study(storage_url: str, study_name: str = STUDY_NAME):
     import optuna
     import sqlalchemy.exc
 
-    kwargs = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
+    kwargs = {}
+    if storage_url.startswith("sqlite:///"):
+        kwargs = {"connect_args": {"timeout": 60}}
+        db = storage_url[len("sqlite:///"):]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(STORAGE_TRIES):
         try:
             with warnings.catch_warnings():
@@ -200,6 +205,8 @@ def plot_evolve(csv_path: Path, keys: list[str]) -> Path:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fitness", fontsize=8)
     out = csv_path.with_name("evolve.png")
     fig.savefig(out, dpi=100)
     plt.close(fig)
