@@ -70,6 +70,7 @@ def test_outputs_resume_and_budget(tmp_path):
     assert len(_rows(d / "evolve.csv")) == 5
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 def test_stale_running_trial_is_failed_and_retried(tmp_path, monkeypatch):
     """A trial left RUNNING by a killed process: after the grace period it is marked FAIL and its
     parameters are tried again, and the study still gets exactly N complete trials."""
