@@ -338,7 +338,10 @@ def _from_config(name: str, pretrained: bool, channels: int, classes: int | None
         if base is None or f"{base.group(0)}.pt" not in RELEASE_NAMES:
             raise ValueError(f"{name}: no official checkpoint to start from; use pretrained=False or load('your.pt')")
         ckpt = load_checkpoint(attempt_download(f"{base.group(0)}.pt"))
-        load_pretrained(ckpt.get("ema") or ckpt["model"], model, source=f"{base.group(0)}.pt")
+        record = ckpt.get("ema") or ckpt["model"]
+        load_pretrained(record, model, source=f"{base.group(0)}.pt")
+        if record.get("names") and len(record["names"]) == model.nc:  # same classes: keep their names
+            model.names = list(record["names"])
     return model
 
 

@@ -177,6 +177,18 @@ def test_any_callable_model():
     assert r.pandas().xyxy[0]["name"].tolist() == ["b"]
 
 
+def test_pretrained_attention_config_starts_as_its_base(weights_n, bus, tmp_path, monkeypatch):
+    """pretrained=True on yolov5n_CBAM: yolov5n.pt transferred, the new block at identity, so the
+    same detections and class names as yolov5n itself."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "yolov5n.pt").symlink_to(weights_n)  # where an official name is looked for
+    cbam, base = load("yolov5n_CBAM", pretrained=True), load("yolov5n")
+    assert any(type(m).__name__ == "CBAM" for m in cbam.model.modules())
+    got, want = cbam(str(bus), size=320), base(str(bus), size=320)
+    assert len(want.xyxy[0]) and torch.allclose(got.xyxy[0], want.xyxy[0], atol=1e-3)
+    assert cbam.names == base.names and cbam.names[0] == "person"
+
+
 def test_torch_hub_local(weights_n, bus, tmp_path, monkeypatch):
     m = torch.hub.load(str(ROOT), "custom", path=str(weights_n), source="local")
     assert isinstance(m, Detector)
