@@ -11,6 +11,8 @@ Results go to runs/detect/exp, exp2, ...
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import sys
 from pathlib import Path
 
@@ -79,9 +81,17 @@ def run(
     hide_conf: bool = False,
     half: bool = False,
     vid_stride: int = 1,
+    save_csv: bool = False,
+    visualize: bool = False,
+    data: str | Path | None = None,
 ) -> tuple[Path, dict[str, torch.Tensor]]:
     """Detect objects in every frame of `source`; returns the run folder and detections per file
-    (pixel xyxy, conf, class; for videos, the last frame's)."""
+    (pixel xyxy, conf, class; for videos, the last frame's).
+
+    `save_csv`: one row per detection in ``predictions.csv`` (Image Name, Prediction, Confidence).
+    `visualize`: every stage's feature maps per image in ``<run>/<image stem>/`` (utils/feature_maps.py).
+    `data`: a dataset YAML whose class names replace the model's (their count must match).
+    """
     save_img = not nosave
     dev = select_device(device)
     half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
@@ -91,7 +101,7 @@ def run(
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     stride = int(model.stride.max())
-    names = list(model.names)
+    names = _class_names(model, data)
     imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
@@ -107,7 +117,8 @@ def run(
         if dev.type == "cpu":
             im = im.contiguous(memory_format=torch.channels_last)
         t1 = time_sync()
-        pred = model(im, augment=augment)
+        with _features(visualize, model, save_dir, fr):
+            pred = model(im, augment=augment)
         t2 = time_sync()
         det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]
         t3 = time_sync()
@@ -136,6 +147,8 @@ def run(
                 annotator.box_label(xyxy, label or "", color=color(c, bgr=True))
             if save_crop:
                 save_one_box(xyxy, fr.image, save_dir / "crops" / names[c] / f"{stem}.jpg")
+        if save_csv:
+            _write_csv_rows(save_dir / "predictions.csv", p.name if not fr.is_video else stem, det, names)
         if save_txt:
             (save_dir / "labels" / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
         out = annotator.result()
@@ -161,6 +174,40 @@ def run(
         n = len(list((save_dir / "labels").glob("*.txt"))) if save_txt else 0
         LOGGER.info(f"Results saved to {save_dir}" + (f" ({n} label files in {save_dir / 'labels'})" if save_txt else ""))
     return save_dir, results
+
+
+def _class_names(model: torch.nn.Module, data: str | Path | None) -> list[str]:
+    """The model's class names, or those of dataset YAML `data` (ValueError if their count differs)."""
+    names = list(model.names)
+    if data:
+        from utils.data.dataset_config import dataset_names
+
+        given = dataset_names(data)
+        if len(given) != len(names):
+            raise ValueError(f"--data {data}: {len(given)} class names, but the model has {len(names)} classes")
+        names = given
+    return names
+
+
+def _features(visualize: bool, model: torch.nn.Module, save_dir: Path, fr) -> contextlib.AbstractContextManager:
+    """Feature-map saving for one frame under ``<run>/<stem>[_frame]`` (``--visualize``), or nothing."""
+    if not visualize:
+        return contextlib.nullcontext()
+    from utils.feature_maps import visualize_features
+
+    stem = Path(fr.path).stem + (f"_{fr.frame}" if fr.is_video else "")
+    return visualize_features(model, increment_path(save_dir / stem))
+
+
+def _write_csv_rows(path: Path, image: str, det: torch.Tensor, names: list[str]) -> None:
+    """Append one row per detection (upstream's columns: Image Name, Prediction, Confidence)."""
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["Image Name", "Prediction", "Confidence"])
+        for *_, conf, cls in det.tolist():
+            w.writerow([image, names[int(cls)], f"{conf:.2f}"])
 
 
 def _show(title: str, im: np.ndarray) -> None:
@@ -197,6 +244,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    p.add_argument("--save-csv", action="store_true", help="save results in CSV format (predictions.csv)")
+    p.add_argument("--visualize", action="store_true", help="save the feature maps of every stage")
+    p.add_argument("--data", type=str, default=None, help="dataset YAML whose class names to use")
     opt = p.parse_args(argv)
     if len(opt.weights) > 1:
         p.error("ensembles of several --weights are not supported; give one checkpoint")

@@ -66,6 +66,7 @@ from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.optim import NBS, EarlyStopping, accumulate_steps, build_optimizer, lr_lambda, warmup  # noqa: E402
+from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
 from utils.torch_utils import de_parallel, init_seeds  # noqa: E402
 
 LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
@@ -219,6 +220,7 @@ class _Run:
     last_opt_step: int = -1
     # data
     train_loader: object = None
+    dataset: object = None
     val_loader: object = None
     nb: int = 0
     # loop
@@ -235,6 +237,7 @@ class _Run:
     train_total: float = 0.0  # seconds in the training loops (validation excluded)
     t0: float = 0.0
     epoch: int = 0
+    tb: TensorBoardLogger | None = None
 
     @property
     def wdir(self) -> Path:
@@ -394,12 +397,13 @@ def _build_data(run: _Run) -> None:
     train_loader, dataset = create_dataloader(
         run.data_dict["train"], run.imgsz, run.per_rank_bs, run.gs, single_cls, hyp=hyp, augment=True,
         cache=opt.cache or None, rect=bool(opt.rect), rank=LOCAL_RANK, workers=int(opt.workers), prefix="train: ",
-        shuffle=not opt.rect, seed=int(opt.seed), nc=None if single_cls else nc)
+        shuffle=not opt.rect, seed=int(opt.seed), nc=None if single_cls else nc,
+        image_weights=bool(opt.image_weights), quad=bool(opt.quad))
     labels = np.concatenate([lb for lb in dataset.labels if len(lb)], 0) if dataset.labels else np.zeros((0, 5))
     if len(labels) and int(labels[:, 0].max()) >= nc:
         raise ValueError(f"label class {int(labels[:, 0].max())} exceeds nc={nc} in {opt.data}; "
                          f"possible class labels are 0-{nc - 1}")
-    run.train_loader, run.nb = train_loader, len(train_loader)
+    run.train_loader, run.dataset, run.nb = train_loader, dataset, len(train_loader)
 
     if run.main_proc:
         run.val_loader = create_dataloader(
@@ -447,6 +451,7 @@ def _prepare_loop(run: _Run) -> None:
     if run.gates:
         LOGGER.info(f"Gates of {', '.join(run.gates)}: {run.gate_schedule.describe()} (hyp gate_schedule)")
 
+    run.tb = TensorBoardLogger(run.save_dir, enabled=run.main_proc)
     run.t0 = time.time()
     run.nw = max(round(run.hyp["warmup_epochs"] * run.nb), 100)
     run.maps = np.zeros(run.nc)
@@ -481,6 +486,8 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, list[float], 
     model.train()
     if RANK != -1:
         run.train_loader.sampler.set_epoch(epoch)
+    if opt.image_weights:
+        _resample(run, epoch)
     mloss = torch.zeros(3, device=device)
     pbar = enumerate(run.train_loader)
     if run.main_proc:
@@ -529,6 +536,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, list[float], 
             mem = f"{memory_gb(device):.3g}G"
             pbar.set_description(("%11s" * 2 + "%11.4g" * 5)
                                  % (f"{epoch}/{run.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
+            run.tb.log_first_mosaic(imgs)
             if run.plots and ni < 3:
                 from utils.train_plots import plot_images
 
@@ -538,6 +546,14 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, list[float], 
     lr = [x["lr"] for x in optimizer.param_groups]
     run.scheduler.step()
     return mloss, lr, train_time
+
+
+def _resample(run: _Run, epoch: int) -> None:
+    """--image-weights: this epoch's sampling weights from class frequencies and the last per-class mAPs."""
+    from utils.data.sampling import image_weights
+
+    run.train_loader.sampler.set_weights(image_weights(run.dataset.labels, run.nc, run.maps))
+    run.train_loader.sampler.set_epoch(epoch)
 
 
 def _rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
@@ -593,6 +609,7 @@ def _validate_and_save(run: _Run, epoch: int, mloss: torch.Tensor, lr: list[floa
         if not opt.nosave or final_epoch:
             _save_checkpoints(run, epoch, row, fi)
         _append_csv(run.save_dir / "results.csv", row)  # after the checkpoint: a resumed run never repeats an epoch
+        run.tb.log_epoch(row, ema.ema, epoch)
         run.final_results = row
         LOGGER.info(f"epoch {epoch}: {train_time:.1f}s training")
 
@@ -634,6 +651,7 @@ def _finish(run: _Run) -> dict:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"rank{max(RANK, 0)}.sha256").write_text(state_digest(run.model) + "\n")
     results, maps = run.results, run.maps
+    run.tb.close()
     if run.main_proc:
         n_done = run.epoch - run.start_epoch + 1
         LOGGER.info(f"\n{n_done} epochs completed in {(time.time() - run.t0) / 3600:.3f} hours.")
@@ -705,6 +723,12 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
                    help="attention blocks inserted into pretrained --weights start as in their papers, "
                         "not as the identity (gate 0)")
     p.add_argument("--deterministic", action="store_true", help="ask torch for deterministic algorithms")
+    p.add_argument("--image-weights", action="store_true", help="sample images by class weights and per-class mAP")
+    p.add_argument("--quad", action="store_true", help="quad dataloader: 4 images -> 1 of twice the size")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, default=0,
+                   help="evolve hyperparameters with Optuna for this many trials in all (default 300)")
+    p.add_argument("--evolve-storage", type=str, default=None,
+                   help="Optuna storage URL of the study (default: sqlite:///<run folder>/evolve.db)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return p.parse_known_args(argv)[0] if known else p.parse_args(argv)
 
@@ -737,6 +761,14 @@ def main(opt: argparse.Namespace) -> dict:
         if not opt.weights and not opt.cfg:
             raise ValueError("either --weights or --cfg must be given")
         opt.save_dir = None
+    if opt.evolve:
+        if opt.resume:
+            raise ValueError("--evolve and --resume exclude each other; re-run the --evolve command to resume a study")
+        if RANK != -1:
+            raise ValueError("--evolve runs one process per trial: start several train.py --evolve processes "
+                             "sharing --evolve-storage instead of torchrun")
+        if opt.project == str(ROOT / "runs/train"):
+            opt.project = str(ROOT / "runs/evolve")
     if RANK in (-1, 0):
         print_args("train", opt)
 
@@ -752,6 +784,10 @@ def main(opt: argparse.Namespace) -> dict:
             save_dir = box[0]
         opt.save_dir = save_dir
     try:
+        if opt.evolve:
+            from utils.evolve import evolve
+
+            return evolve(opt, lambda hyp, o: train(hyp, o, device), catch=(TrainingError,))
         return train(opt.hyp, opt, device)
     finally:
         if WORLD_SIZE > 1 and dist.is_initialized():
@@ -766,7 +802,7 @@ def run(**kwargs) -> dict:
     ``results`` (P, R, mAP50, mAP50-95, val box/obj/cls losses of the final validation),
     ``metrics`` (the first four by name: precision, recall, map50, map), ``maps`` (mAP50-95
     per class), ``save_dir``, ``last``, ``best``, ``best_fitness`` and ``train_time`` (seconds
-    spent in the training loops).
+    spent in the training loops). With ``evolve=N``: the dict of :func:`utils.evolve.evolve`.
     """
     opt = parse_opt([])
     for alias in ("img", "img_size"):

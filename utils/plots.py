@@ -53,15 +53,20 @@ class Annotator:
         return self.im
 
 
-def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False) -> np.ndarray:
-    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (a new name if taken)."""
+def crop_box(xyxy, im: np.ndarray, gain: float = 1.02, pad: int = 10, square: bool = False) -> np.ndarray:
+    """The part of image `im` inside an xyxy box enlarged by `gain` and `pad` pixels (clipped to the image)."""
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * gain + pad, (y2 - y1) * gain + pad
     if square:
         w = h = max(w, h)
     x1, x2 = int(max(cx - w / 2, 0)), int(min(cx + w / 2, im.shape[1]))
     y1, y2 = int(max(cy - h / 2, 0)), int(min(cy + h / 2, im.shape[0]))
-    crop = im[y1:y2, x1:x2]
+    return im[y1:y2, x1:x2]
+
+
+def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False) -> np.ndarray:
+    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (a new name if taken)."""
+    crop = crop_box(xyxy, im, gain, pad, square)
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     stem, n = file.stem, 2

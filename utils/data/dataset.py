@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image, ImageOps
+from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
@@ -273,6 +274,35 @@ class YoloDataset(Dataset):
             lb[:, 0] = i
         return torch.stack(ims, 0), torch.cat(labels, 0), paths, shapes
 
+    @staticmethod
+    def collate_fn4(batch):
+        """Quad collate (``train.py --quad``): every 4 items become one image of twice the side,
+        either (probability 0.5) the first item upscaled 2x (bilinear) or the four tiled 2x2
+        (first/second down the left column, third/fourth down the right). Returns (B/4, 3, 2H, 2W)
+        uint8, labels (N, 6) with normalised boxes mapped into the new image, and the first
+        item's path and shapes of each group. Items past the last full group of 4 are dropped."""
+        ims, labels, paths, shapes = zip(*batch)
+        n = len(ims) // 4
+        if n == 0:
+            raise ValueError(f"--quad needs batches of at least 4 images, got {len(ims)}")
+        out_ims, out_labels = [], []
+        half = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+        down, right = torch.tensor([0.0, 0, 0, 1, 0, 0]), torch.tensor([0.0, 0, 1, 0, 0, 0])
+        for i in range(n):
+            j = 4 * i
+            if random.random() < 0.5:
+                im = nn_functional.interpolate(ims[j][None].float(), scale_factor=2.0, mode="bilinear",
+                                               align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+                lb = labels[j].clone()
+            else:
+                im = torch.cat((torch.cat((ims[j], ims[j + 1]), 1), torch.cat((ims[j + 2], ims[j + 3]), 1)), 2)
+                lb = torch.cat((labels[j], labels[j + 1] + down, labels[j + 2] + right,
+                                labels[j + 3] + down + right), 0) * half
+            lb[:, 0] = i
+            out_ims.append(im)
+            out_labels.append(lb)
+        return torch.stack(out_ims, 0), torch.cat(out_labels, 0), paths[::4][:n], shapes[::4][:n]
+
 
 def _available_memory() -> int | None:
     try:
@@ -314,6 +344,8 @@ def create_dataloader(
     shuffle: bool = False,
     seed: int = 0,
     nc: int | None = None,
+    image_weights: bool = False,
+    quad: bool = False,
 ) -> tuple[DataLoader, YoloDataset]:
     """A DataLoader over a :class:`YoloDataset` and the dataset itself.
 
@@ -321,7 +353,14 @@ def create_dataloader(
     process builds the label cache first, and each process gets a DistributedSampler (call
     ``loader.sampler.set_epoch(epoch)`` every epoch). Workers: at most `workers`, the CPUs per
     process and the batch size (none for batch size 1). Workers persist across epochs.
+    `image_weights`: the sampler is a :class:`~utils.data.sampling.WeightedImageSampler` (give it
+    weights each epoch; not under DDP). `quad`: :meth:`YoloDataset.collate_fn4` (batch size a
+    multiple of 4; an incomplete last batch is dropped).
     """
+    if quad and batch_size % 4:
+        raise ValueError(f"{prefix}--quad needs a batch size (per process) that is a multiple of 4, got {batch_size}")
+    if image_weights and rank != -1:
+        raise ValueError(f"{prefix}--image-weights is not supported with DDP (one sampler per process)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"{prefix}batch size must be a positive integer, got {batch_size!r}")
     if rect and shuffle:
@@ -341,7 +380,11 @@ def create_dataloader(
     world = dist.get_world_size() if distributed else max(int(os.getenv("WORLD_SIZE", 1)), 1)
     nw = max(min((os.cpu_count() or 1) // world, batch_size if batch_size > 1 else 0, workers), 0)
     sampler = None
-    if rank != -1:
+    if image_weights:
+        from utils.data.sampling import WeightedImageSampler
+
+        sampler = WeightedImageSampler(len(dataset), seed=seed)
+    elif rank != -1:
         global_rank = dist.get_rank() if distributed else int(os.getenv("RANK", rank))
         sampler = DistributedSampler(dataset, num_replicas=world, rank=global_rank, shuffle=shuffle, seed=seed)
     generator = torch.Generator()
@@ -353,7 +396,8 @@ def create_dataloader(
         sampler=sampler,
         num_workers=nw,
         pin_memory=torch.cuda.is_available(),
-        collate_fn=YoloDataset.collate_fn,
+        collate_fn=YoloDataset.collate_fn4 if quad else YoloDataset.collate_fn,
+        drop_last=quad,
         worker_init_fn=seed_worker,
         generator=generator,
         persistent_workers=nw > 0,

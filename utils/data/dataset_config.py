@@ -217,3 +217,15 @@ def fetch_and_unpack(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) ->
             t.extractall(dest, filter="data")  # refuses paths that escape `dest`
         target.unlink()
     return dest
+
+
+def dataset_names(data: str | Path) -> list[str]:
+    """The class names of a dataset YAML (path or name under ``data/``), without checking its
+    images exist. Raises FileNotFoundError (no such YAML) or ValueError (bad ``names``/``nc``),
+    naming the file."""
+    f = find_data_yaml(data)
+    cfg = yaml.safe_load(f.read_text()) or {}
+    try:
+        return _names_list(cfg.get("names"), cfg.get("nc"))
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}") from None
