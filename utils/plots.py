@@ -53,8 +53,10 @@ class Annotator:
         return self.im
 
 
-def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False) -> np.ndarray:
-    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (a new name if taken)."""
+def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False,
+                 unique: bool = True) -> np.ndarray:
+    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (with `unique`, a
+    new name if `file` is taken; otherwise `file` is overwritten)."""
     x1, y1, x2, y2 = (float(v) for v in xyxy)
     cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * gain + pad, (y2 - y1) * gain + pad
     if square:
@@ -65,7 +67,7 @@ def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int 
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     stem, n = file.stem, 2
-    while file.exists():
+    while unique and file.exists():
         file = file.with_name(f"{stem}{n}{file.suffix}")
         n += 1
     cv2.imwrite(str(file), crop)
