@@ -16,11 +16,10 @@ the validation plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
-import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -42,11 +41,12 @@ from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoint import (  # noqa: E402
     CheckpointError,
     attempt_download,
+    check_resumable,
     load_checkpoint,
     model_record,
     save_checkpoint,
 )
-from utils.cli import check_img_size, increment_path, print_args  # noqa: E402
+from utils.cli import check_img_size, holds_training_results, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
 from utils.device import (  # noqa: E402
@@ -63,7 +63,7 @@ from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.optim import NBS, EarlyStopping, accumulate_steps, build_optimizer, lr_lambda, warmup  # noqa: E402
-from utils.torch_utils import de_parallel, init_seeds  # noqa: E402
+from utils.torch_utils import de_parallel, init_seeds, multi_scale_resize  # noqa: E402
 
 LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
 RANK = int(os.getenv("RANK", -1))
@@ -374,11 +374,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
                 warmup(optimizer, ni, nw, epoch, lf, hyp)
 
             if opt.multi_scale:
-                sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
-                sf = sz / max(imgs.shape[2:])
-                if sf != 1:
-                    ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
-                    imgs = nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+                imgs = multi_scale_resize(imgs, imgsz, gs, floor=gs * 2)
 
             with autocast(device):
                 pred = model(imgs)
@@ -560,6 +556,7 @@ def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     saved = ckpt.get("opt")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{last}: holds no training options; it cannot be resumed")
+    check_resumable(ckpt, last, int(saved.get("epochs", 0)))  # before anything is logged as resuming
     new = argparse.Namespace(**{**vars(parse_opt([])), **saved})
     new.resume, new.weights, new.cfg = True, str(last), ""
     new.hyp = ckpt.get("hyp") or saved.get("hyp")
@@ -592,7 +589,8 @@ def main(opt: argparse.Namespace) -> dict:
             save_dir = box[0]
         opt.save_dir = save_dir
     try:
-        return train(opt.hyp, opt, device)
+        with run_folder(opt.save_dir, holds_training_results) if RANK in (-1, 0) else contextlib.nullcontext():
+            return train(opt.hyp, opt, device)
     finally:
         if WORLD_SIZE > 1 and dist.is_initialized():
             dist.destroy_process_group()

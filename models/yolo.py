@@ -296,28 +296,26 @@ class DetectionModel(nn.Module):
         return self._forward_once(x)
 
     def _forward_once(self, x: torch.Tensor):
-        y: list[torch.Tensor | None] = []
-        for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = m(x)
-            y.append(x if m.i in self.save else None)
-        return x
-
-    def _checked_forward(self, x: torch.Tensor):
-        """The forward pass, but a failing layer raises ModelConfigError naming itself."""
+        """The forward pass; an error raised inside a layer is re-raised as ModelConfigError naming
+        the config, the layer (index, type, inputs) and the input shape that caused it (an
+        out-of-memory error is passed on unchanged)."""
         y: list[torch.Tensor | None] = []
         for m in self.model:
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
             try:
                 x = m(x)
+            except torch.OutOfMemoryError:
+                raise
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
-                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails on input of shape "
-                                       f"{shapes} (from {m.f}): {e}") from None
+                mode = "training" if self.training else "inference"
+                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails in {mode} on input of shape "
+                                       f"{shapes} (from {m.f}): {type(e).__name__}: {e}") from e
             y.append(x if m.i in self.save else None)
         return x
+
+    _checked_forward = _forward_once  # the stride probe at build time: the same layer-naming errors
 
     def _forward_augment(self, x: torch.Tensor):
         """Test-time augmentation: full scale, 0.83 scale flipped left-right, 0.67 scale."""

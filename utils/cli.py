@@ -35,6 +35,11 @@ def holds_files(path: Path) -> bool:
     return any(p.is_file() for p in Path(path).rglob("*"))
 
 
+def holds_training_results(path: Path) -> bool:
+    """True when a training run folder holds a checkpoint or a results.csv row: worth keeping."""
+    return any(Path(path).rglob("*.pt")) or (Path(path) / "results.csv").is_file()
+
+
 @contextlib.contextmanager
 def run_folder(path: str | Path, worth_keeping: Callable[[Path], bool] = holds_files) -> Iterator[Path]:
     """Make the run folder `path` and hand it to the block; when the block raises and the folder

@@ -144,6 +144,8 @@ class YoloDataset(Dataset):
             elif lo > 1:  # all portrait: full height, width of the widest
                 rel[i] = [1, 1 / lo]
         self.batch_shapes = (np.ceil(rel * self.img_size / stride + pad).astype(int) * stride)
+        if self.augment:  # training: no side below 2 strides (1x1 last feature maps break batch norm)
+            self.batch_shapes = np.maximum(self.batch_shapes, 2 * stride)
 
     # ------------------------------------------------------------------ images
 
