@@ -353,3 +353,26 @@ def test_resume_of_a_finished_run_is_refused_before_resuming(tiny_run, capsys):
         assert train.cli(["--resume", str(out["last"]), "--device", "cpu"]) == 1
     assert "Resuming" not in log.text
     assert "finished run" in log.text and "nothing to resume" in log.text
+
+
+def test_results_plot_of_one_epoch_reads_true(tmp_path, monkeypatch):
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from utils.train_plots import plot_results
+
+    figs = []
+    real_save = matplotlib.figure.Figure.savefig
+    def keep(self, *a, **k):
+        figs.append(self)
+        return real_save(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("epoch,train/box_loss,x/lr0\n0,0.1776027,0.00999973\n")
+    assert plot_results(csv_path).is_file()
+    fig = figs[0]
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes[:2]:
+        assert ax.get_xlim() == (-0.5, 0.5) and ax.yaxis.get_major_formatter().get_offset() == ""
+        assert ax.get_lines()[0].get_marker() == "."
