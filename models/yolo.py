@@ -310,8 +310,8 @@ class DetectionModel(nn.Module):
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 mode = "training" if self.training else "inference"
-                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails in {mode} on input of shape "
-                                       f"{shapes} (from {m.f}): {type(e).__name__}: {e}") from e
+                raise ModelConfigError(f"{self.yaml_file}: layer {m.i} ({m.type}) fails on input of shape {shapes} "
+                                       f"(from {m.f}, in {mode}): {type(e).__name__}: {e}") from e
             y.append(x if m.i in self.save else None)
         return x
 

@@ -314,8 +314,8 @@ def test_error_inside_the_model_names_layer_and_shape():
     from models.yolo import DetectionModel, ModelConfigError
 
     m = DetectionModel("yolov5n.yaml", nc=3).train()
-    with pytest.raises(ModelConfigError, match=r"yolov5n\.yaml: layer \d+ \(.+\) fails in training on input of shape "
-                                               r"\(1, 128, 2, 2\).*Expected more than 1 value per channel"):
+    with pytest.raises(ModelConfigError, match=r"yolov5n\.yaml: layer \d+ \(.+\) fails on input of shape "
+                                               r"\(1, 128, 2, 2\) \(from -1, in training\).*Expected more than 1 value"):
         m(torch.rand(1, 3, 32, 32))  # the last feature map is 1x1: batch norm fails on a batch of 1
 
 
