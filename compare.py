@@ -1,7 +1,7 @@
 """Compare model configs: cost (parameters, GFLOPs, latency, memory) and, if asked, accuracy.
 
-    # cost only, every CBAM/CA variant against the baseline, at 640
-    python compare.py --cfg yolov5s.yaml 'models/attention/yolov5s_C*.yaml' --imgsz 640
+    # cost only, every C3-embedded attention variant against the baseline, at 640
+    python compare.py --cfg yolov5s.yaml 'models/attention/configs/yolov5s_C3*.yaml' --imgsz 640
 
     # plus short fine-tuning runs from official weights, 2 seeds each
     python compare.py --cfg yolov5n.yaml yolov5n_CBAM.yaml yolov5n_CA.yaml --weights yolov5n.pt \\
@@ -15,7 +15,9 @@ smaller than the two spreads added (std of the baseline + std of the config).
 Outputs in runs/compare/<name>/: results.csv, results.md (a table ready for the README),
 map_vs_latency.png, map_vs_params.png, training_curves.png, and runs.jsonl — one line per
 finished measurement. Running the same command again skips what runs.jsonl already holds
-(same config and settings), so an interrupted comparison resumes where it stopped.
+(same config and settings), so an interrupted comparison resumes where it stopped. Each
+measurement is announced as k/N with an estimate of the time left (from the measurements
+made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
 """
 
 from __future__ import annotations
@@ -41,6 +43,30 @@ from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: 
 
 COST_KEYS = ("imgsz", "threads", "runs")
 TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
+SLOW_FORWARD_MS = 1000.0  # CPU ms per batch-1 forward above which a config is flagged as slow
+
+
+class Progress:
+    """``k/N`` and the time left for a sequence of measurements of one kind, estimated from the
+    mean duration of those measured so far (skipped ones take no time and are not counted)."""
+
+    def __init__(self, total: int):
+        self.total, self.k, self.spent, self.measured = total, 0, 0.0, 0
+
+    def next(self) -> str:
+        self.k += 1
+        left = self.total - self.k + 1
+        eta = (f", about {_duration(self.spent / self.measured * left)} left" if self.measured
+               else "")
+        return f"[{self.k}/{self.total}{eta}]"
+
+    def done(self, seconds: float) -> None:
+        self.spent += seconds
+        self.measured += 1
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
 def expand_cfgs(items: list[str]) -> list[str]:
@@ -267,11 +293,14 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from utils.plots import epoch_axis, label_points, pad_flat_axis
+
     files = []
     if acc:
         for xkey, fname, xlabel in (("cpu_ms", "map_vs_latency.png", "CPU latency, batch 1 (ms)"),
                                     ("params", "map_vs_params.png", "parameters (M)")):
             fig, ax = plt.subplots(figsize=(7, 5), tight_layout=True)
+            pts = []
             for cfg in cfgs:
                 vals = [r["map"] for r in acc.get(cfg, [])]
                 if not vals:
@@ -279,11 +308,14 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 x = cost[cfg][xkey] / (1e6 if xkey == "params" else 1)
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 ax.errorbar(x, statistics.fmean(vals), yerr=sd, fmt="o", capsize=3)
-                ax.annotate(Path(cfg).stem, (x, statistics.fmean(vals)), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
+                pts.append((x, statistics.fmean(vals), Path(cfg).stem))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("mAP50-95 (mean ± std over seeds)")
+            ax.ticklabel_format(useOffset=False)  # true values on the axes, never "1e-6 + 1.776e-1"
+            pad_flat_axis(ax)
             ax.grid(alpha=0.3)
+            if pts:
+                label_points(ax, *zip(*pts))
             fig.savefig(out / fname, dpi=150)
             plt.close(fig)
             files.append(out / fname)
@@ -300,15 +332,18 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 if ycol is not None:  # epochs not validated (--noval) are logged as 0: not plotted
                     df[ycol] = df[ycol].where(df[ycol] > 0)
                 lcol = next((c for c in df.columns if c.startswith("train/box")), None)
-                style = dict(color=f"C{k % 10}", alpha=0.8, label=Path(cfg).stem if r is acc[cfg][0] else None)
+                style = dict(color=f"C{k % 10}", alpha=0.8, label=Path(cfg).stem if r is acc[cfg][0] else None,
+                             marker="o", markersize=3)  # a 1-epoch run is a single point: visible only as a marker
                 if ycol:
                     axes[0].plot(df["epoch"], df[ycol], **style)
                 if lcol:
                     axes[1].plot(df["epoch"], df[lcol], **style)
         axes[0].set_title("val mAP50-95")
         axes[1].set_title("train box loss")
+        last_epoch = max((line.get_xdata().max() for ax in axes for line in ax.get_lines() if len(line.get_xdata())),
+                         default=0)
         for ax in axes:
-            ax.set_xlabel("epoch")
+            epoch_axis(ax, last_epoch)
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         fig.savefig(out / "training_curves.png", dpi=150)
@@ -347,24 +382,35 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
 
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
+    cost_progress, train_progress = Progress(len(cfgs)), Progress(len(cfgs) * seeds if epochs > 0 else 0)
     for c in cfgs:
         key = run_key("cost", c, cost_settings)
+        step = cost_progress.next()
         if key in done:
-            LOGGER.info(f"{Path(c).stem}: cost already measured, skipped")
+            LOGGER.info(f"{step} {Path(c).stem}: cost already measured, skipped")
             cost[c] = done[key]["result"]
         else:
-            LOGGER.info(f"{Path(c).stem}: measuring cost at {imgsz} ...")
+            LOGGER.info(f"{step} {Path(c).stem}: measuring cost at {imgsz} ...")
+            t0 = time.perf_counter()
             cost[c] = measure_cost(c, imgsz, threads, runs, nc)
+            cost_progress.done(time.perf_counter() - t0)
             append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
+        if cost[c]["cpu_ms"] > SLOW_FORWARD_MS:
+            LOGGER.warning(f"WARNING: {Path(c).stem}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
+                           f"on {threads} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its training and "
+                           "inference will be slow too")
         if epochs > 0:
             for seed in range(seeds):
                 key = run_key("train", c, train_settings, seed)
+                step = train_progress.next()
                 if key in done:
-                    LOGGER.info(f"{Path(c).stem} seed {seed}: already trained, skipped")
+                    LOGGER.info(f"{step} {Path(c).stem} seed {seed}: already trained, skipped")
                     res = done[key]["result"]
                 else:
-                    LOGGER.info(f"{Path(c).stem} seed {seed}: training {epochs} epochs ...")
+                    LOGGER.info(f"{step} {Path(c).stem} seed {seed}: training {epochs} epochs ...")
+                    t0 = time.perf_counter()
                     res = train_once(c, seed, opt, out / "train")
+                    train_progress.done(time.perf_counter() - t0)
                     append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed,
                                       "settings": train_settings, "result": res})
                 acc.setdefault(c, []).append(res)

@@ -5,7 +5,13 @@
     python detect.py --weights best.pt --source video.mp4        # annotated video out
     python detect.py --weights best.pt --source 0                # webcam
 
-Results go to runs/detect/exp, exp2, ...
+Results go to runs/detect/exp, exp2, ... Each output keeps its input's path below the common
+folder of all inputs (``--source 'data/**/*.jpg'`` with ``camA/images/f.jpg`` and
+``camB/images/f.jpg`` writes ``exp/camA/images/f.jpg``, ``exp/labels/camA/images/f.txt``, ...),
+so no two inputs share an output; a rerun with ``--exist-ok`` overwrites its own files. A file
+that cannot be read is skipped with a warning and counted in the closing summary. The run
+folder is made when the first image has been read: a run that fails before (missing
+weights, missing source) leaves none.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import sys
 from pathlib import Path
 
@@ -28,11 +35,14 @@ from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E40
 from utils.checkpoint import CheckpointError, load_model  # noqa: E402
 from utils.cli import check_img_size, increment_path, parse_imgsz, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
-from utils.data.sources import iter_frames, video_writer  # noqa: E402
+from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 from utils.plots import Annotator, color, save_one_box  # noqa: E402
 from utils.torch_utils import time_sync  # noqa: E402
+
+NO_SOURCE = ("no --source given: pass what to run on, e.g. --source path/to/images (a folder), --source 'img/*.jpg', "
+             "--source list.txt, --source video.mp4 or --source 0 (webcam), with --weights path/to/best.pt")
 
 
 def preprocess(im0: np.ndarray, imgsz: tuple[int, int], stride: int, device: torch.device,
@@ -59,7 +69,7 @@ def describe(det: torch.Tensor, names: list[str]) -> str:
 @torch.inference_mode()
 def run(
     weights: str | Path = ROOT / "yolov5s.pt",
-    source: str | Path = ROOT / "data/images",
+    source: str | Path | None = None,
     imgsz: tuple[int, int] | int = (640, 640),
     conf_thres: float = 0.25,
     iou_thres: float = 0.45,
@@ -91,7 +101,11 @@ def run(
     `save_csv`: one row per detection in ``predictions.csv`` (Image Name, Prediction, Confidence).
     `visualize`: every stage's feature maps per image in ``<run>/<image stem>/`` (utils/feature_maps.py).
     `data`: a dataset YAML whose class names replace the model's (their count must match).
-    """
+
+    Unreadable files are skipped with a warning (see ``utils.data.sources.iter_frames``).
+    Raises ValueError when no `source` is given, FileNotFoundError when it names nothing."""
+    if source is None or str(source) == "":
+        raise ValueError(NO_SOURCE)
     save_img = not nosave
     dev = select_device(device)
     half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
@@ -104,20 +118,31 @@ def run(
     names = _class_names(model, data)
     imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    skipped: list[Skipped] = []
+    frames = iter_frames(source, vid_stride=vid_stride, skipped=skipped)
+    first = next(frames, None)  # opens the source: a missing one raises before the run folder exists
+    if first is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if save_csv:  # a rerun into the same folder (--exist-ok) replaces the table, never appends to it
+            (save_dir / "predictions.csv").unlink(missing_ok=True)
 
     writers: dict[str, cv2.VideoWriter] = {}
     results: dict[str, torch.Tensor] = {}
     dt = [0.0, 0.0, 0.0]
     seen = 0
     shape = None
-    for fr in iter_frames(source, vid_stride=vid_stride):
+    files_done: set[str] = set()
+    for fr in itertools.chain([first] if first is not None else [], frames):
+        p = Path(fr.path)
+        rel = fr.rel if fr.rel.parts else Path(p.name)
+        stem = rel.stem + (f"_{fr.frame}" if fr.is_video else "")
+        out_base = rel.parent / stem  # relative to the run folder (and to its labels/ and crops/<class>/)
         t0 = time_sync()
         im = preprocess(fr.image, imgsz, stride, dev, half)
         if dev.type == "cpu":
             im = im.contiguous(memory_format=torch.channels_last)
         t1 = time_sync()
-        with _features(visualize, model, save_dir, fr):
+        with _features(visualize, model, save_dir / out_base):
             pred = model(im, augment=augment)
         t2 = time_sync()
         det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]
@@ -129,13 +154,13 @@ def run(
         shape = im.shape
 
         im0 = fr.image.copy()
-        p = Path(fr.path)
-        stem = p.stem + (f"_{fr.frame}" if fr.is_video else "")
+        files_done.add(str(p))
         det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape[:2]).round()
         results[str(p)] = det.cpu()
         annotator = Annotator(im0, line_width=line_thickness)
         gn = torch.tensor(im0.shape)[[1, 0, 1, 0]]
         lines = []
+        crops_per_class: dict[int, int] = {}
         for *xyxy, conf, cls in reversed(det.tolist()):
             c = int(cls)
             if save_txt:
@@ -146,11 +171,15 @@ def run(
                 label = None if hide_labels else (names[c] if hide_conf else f"{names[c]} {conf:.2f}")
                 annotator.box_label(xyxy, label or "", color=color(c, bgr=True))
             if save_crop:
-                save_one_box(xyxy, fr.image, save_dir / "crops" / names[c] / f"{stem}.jpg")
+                k = crops_per_class[c] = crops_per_class.get(c, 0) + 1  # a.jpg, a2.jpg, ...: the same names on a rerun
+                save_one_box(xyxy, fr.image, save_dir / "crops" / names[c] / f"{out_base}{k if k > 1 else ''}.jpg",
+                             unique=False)
         if save_csv:
-            _write_csv_rows(save_dir / "predictions.csv", p.name if not fr.is_video else stem, det, names)
+            _write_csv_rows(save_dir / "predictions.csv", (out_base if fr.is_video else rel).as_posix(), det, names)
         if save_txt:
-            (save_dir / "labels" / f"{stem}.txt").write_text("".join(f"{ln}\n" for ln in lines))
+            label_file = save_dir / "labels" / f"{out_base}.txt"
+            label_file.parent.mkdir(parents=True, exist_ok=True)
+            label_file.write_text("".join(f"{ln}\n" for ln in lines))
         out = annotator.result()
         if view_img:
             _show(str(p), out)
@@ -158,10 +187,12 @@ def run(
             if fr.is_video:
                 key = str(p)
                 if key not in writers:
-                    writers[key] = video_writer(save_dir / p.name, fr.fps, (out.shape[1], out.shape[0]))
+                    (save_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    writers[key] = video_writer(save_dir / rel, fr.fps, (out.shape[1], out.shape[0]))
                 writers[key].write(out)
             else:
-                cv2.imwrite(str(save_dir / p.name), out)
+                (save_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(save_dir / rel), out)
         LOGGER.info(f"{fr.description}: {im.shape[2]}x{im.shape[3]} {describe(det, names)}, {(t2 - t1) * 1e3:.1f}ms")
 
     for w in writers.values():
@@ -170,8 +201,10 @@ def run(
         per = tuple(x / seen * 1e3 for x in dt)
         LOGGER.info(f"Speed: {per[0]:.1f}ms pre-process, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
                     f"at shape {tuple(shape)}")
-    if save_txt or save_img or save_crop:
-        n = len(list((save_dir / "labels").glob("*.txt"))) if save_txt else 0
+    LOGGER.info(f"Done: {len(files_done)} file(s) processed ({seen} image(s)/frame(s)), {len(skipped)} skipped"
+                + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped))
+    if seen and (save_txt or save_img or save_crop):
+        n = len(list((save_dir / "labels").rglob("*.txt"))) if save_txt else 0
         LOGGER.info(f"Results saved to {save_dir}" + (f" ({n} label files in {save_dir / 'labels'})" if save_txt else ""))
     return save_dir, results
 
@@ -189,14 +222,14 @@ def _class_names(model: torch.nn.Module, data: str | Path | None) -> list[str]:
     return names
 
 
-def _features(visualize: bool, model: torch.nn.Module, save_dir: Path, fr) -> contextlib.AbstractContextManager:
-    """Feature-map saving for one frame under ``<run>/<stem>[_frame]`` (``--visualize``), or nothing."""
+def _features(visualize: bool, model: torch.nn.Module, out: Path) -> contextlib.AbstractContextManager:
+    """Feature-map saving for one frame into folder `out` (``<run>/<relative path>/<stem>[_frame]``,
+    overwritten on a rerun), or nothing without `visualize`."""
     if not visualize:
         return contextlib.nullcontext()
     from utils.feature_maps import visualize_features
 
-    stem = Path(fr.path).stem + (f"_{fr.frame}" if fr.is_video else "")
-    return visualize_features(model, increment_path(save_dir / stem))
+    return visualize_features(model, out)
 
 
 def _write_csv_rows(path: Path, image: str, det: torch.Tensor, names: list[str]) -> None:
@@ -221,8 +254,8 @@ def _show(title: str, im: np.ndarray) -> None:
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Detect objects with a YOLOv5 (attention) model.")
     p.add_argument("--weights", nargs="+", type=str, default=[str(ROOT / "yolov5s.pt")], help="model checkpoint")
-    p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
-                   help="file, folder, glob, .txt list, video, webcam index or stream URL")
+    p.add_argument("--source", type=str, default=None,
+                   help="file, folder, glob, .txt list, video, webcam index or stream URL (required)")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
@@ -248,6 +281,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--visualize", action="store_true", help="save the feature maps of every stage")
     p.add_argument("--data", type=str, default=None, help="dataset YAML whose class names to use")
     opt = p.parse_args(argv)
+    if opt.source is None:
+        p.error(NO_SOURCE)
     if len(opt.weights) > 1:
         p.error("ensembles of several --weights are not supported; give one checkpoint")
     opt.weights = opt.weights[0]

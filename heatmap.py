@@ -9,7 +9,11 @@ written to runs/heatmap/exp*/:
 
 - ``<image>_L<i>_<Block>_<map>.png``: the block's own attention map (see utils/heatmaps.py);
 - ``<image>_L<i>_<Block>_gradcam.png``: Grad-CAM of that layer for one detection (the
-  highest-scoring one, or ``--det k``), whose box is drawn on the overlay.
+  highest-scoring one, or ``--det k``), whose box is drawn on the overlay with its class and score.
+
+Each overlay has a colour bar with its value scale on the right, black marks showing the
+map's own range: gates are shown on the fixed scale 0-1 (a nearly flat gate looks flat),
+other block maps from 0 to their maximum, Grad-CAM (relative by construction) 0-1.
 """
 
 from __future__ import annotations
@@ -30,8 +34,17 @@ from utils.boxes import non_max_suppression, scale_boxes  # noqa: E402
 from utils.checkpoint import CheckpointError, load_model  # noqa: E402
 from utils.cli import increment_path  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
+from utils.data.images import read_image  # noqa: E402
 from utils.device import select_device  # noqa: E402
-from utils.heatmaps import attention_layers, attention_maps, capture_inputs, grad_cam, overlay, unletterbox  # noqa: E402
+from utils.heatmaps import (  # noqa: E402
+    attention_layers,
+    attention_maps,
+    capture_inputs,
+    grad_cam,
+    overlay,
+    unletterbox,
+    value_range,
+)
 from utils.logging import LOGGER  # noqa: E402
 from utils.plots import Annotator  # noqa: E402
 
@@ -58,9 +71,7 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
     """Write the overlays for one image; returns each written file with its map at the image's size."""
     dev = select_device(device, verbose=False)
     model = load_model(weights, dev, fuse=False)
-    im0 = cv2.imread(str(source))
-    if im0 is None:
-        raise FileNotFoundError(f"{source}: not a readable image")
+    im0 = read_image(source)  # FileNotFoundError "image not found", ValueError "not a readable image"
     stride = int(model.stride.max())
     im, ratio, pad = letterbox(im0, imgsz, stride=stride, auto=True)
     x = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])).float().div(255)[None].to(dev)
@@ -80,7 +91,7 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
         index = int((iou * pred[0, :, 4] * pred[0, :, 5 + cls]).argmax())
         centre = (float(box[0] + box[2]) / 2 / x.shape[3], float(box[1] + box[3]) / 2 / x.shape[2])
         box0 = scale_boxes(x.shape[2:], box[None].clone(), im0.shape[:2])[0].tolist()
-        target = (index, cls, centre, box0)
+        target = (index, cls, centre, box0, float(dets[det, 4]))
         LOGGER.info(f"explaining detection {det}: {model.names[cls]} {float(dets[det, 4]):.2f} at "
                     f"{[round(v) for v in box0]}")
     else:
@@ -96,13 +107,14 @@ def run(weights: str | Path, source: str | Path, imgsz: int = 640, layers: list[
         for map_name, m in attention_maps(block, xin, point).items():
             full = unletterbox(m[0].cpu().numpy(), im0.shape[:2], geometry)
             f = save_dir / f"{tag}_{map_name}.png"
-            cv2.imwrite(str(f), overlay(im0, full))
+            cv2.imwrite(str(f), overlay(im0, full, value_range(map_name, full)))
             written[f] = full
         if target:
             cam = grad_cam(model, block, x, target[0], target[1])
             full = unletterbox(cam, im0.shape[:2], geometry)
-            ann = Annotator(overlay(im0, full))
-            ann.box_label(target[3], model.names[target[1]], color=(255, 255, 255), txt_color=(0, 0, 0))
+            ann = Annotator(overlay(im0, full, value_range("gradcam", full)))
+            ann.box_label(target[3], f"{model.names[target[1]]} {target[4]:.2f}", color=(255, 255, 255),
+                          txt_color=(0, 0, 0))
             f = save_dir / f"{tag}_gradcam.png"
             cv2.imwrite(str(f), ann.result())
             written[f] = full

@@ -16,11 +16,10 @@ the validation plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
-import math
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -44,11 +43,12 @@ from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoint import (  # noqa: E402
     CheckpointError,
     attempt_download,
+    check_resumable,
     load_checkpoint,
     model_record,
     save_checkpoint,
 )
-from utils.cli import check_img_size, increment_path, print_args  # noqa: E402
+from utils.cli import check_img_size, holds_files, holds_training_results, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
 from utils.device import (  # noqa: E402
@@ -67,7 +67,7 @@ from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.optim import NBS, EarlyStopping, accumulate_steps, build_optimizer, lr_lambda, warmup  # noqa: E402
 from utils.tensorboard_log import TensorBoardLogger  # noqa: E402
-from utils.torch_utils import de_parallel, init_seeds  # noqa: E402
+from utils.torch_utils import de_parallel, init_seeds, multi_scale_resize  # noqa: E402
 
 LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
 RANK = int(os.getenv("RANK", -1))
@@ -508,7 +508,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, list[float], 
             warmup(optimizer, ni, run.nw, epoch, run.lf, run.hyp)
 
         if opt.multi_scale:
-            imgs = _rescale(imgs, run.imgsz, run.gs)
+            imgs = multi_scale_resize(imgs, run.imgsz, run.gs, floor=run.gs * 2)
 
         run.gate_schedule.before_batch(ni)
         with autocast(device):
@@ -554,16 +554,6 @@ def _resample(run: _Run, epoch: int) -> None:
 
     run.train_loader.sampler.set_weights(image_weights(run.dataset.labels, run.nc, run.maps))
     run.train_loader.sampler.set_epoch(epoch)
-
-
-def _rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
-    """--multi-scale: resize the batch to a random multiple of `gs` between 0.5 and 1.5 x `imgsz`."""
-    sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
-    sf = sz / max(imgs.shape[2:])
-    if sf == 1:
-        return imgs
-    ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
-    return nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
 
 
 def _check_finite(run: _Run, loss: torch.Tensor, loss_items: torch.Tensor, epoch: int, i: int) -> None:
@@ -744,6 +734,7 @@ def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     saved = ckpt.get("opt")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{last}: holds no training options; it cannot be resumed")
+    check_resumable(ckpt, last, int(saved.get("epochs", 0)))  # before anything is logged as resuming
     new = argparse.Namespace(**{**vars(parse_opt([])), **saved})
     new.resume, new.weights, new.cfg = True, str(last), ""
     new.hyp = ckpt.get("hyp") or saved.get("hyp")
@@ -784,11 +775,13 @@ def main(opt: argparse.Namespace) -> dict:
             save_dir = box[0]
         opt.save_dir = save_dir
     try:
-        if opt.evolve:
-            from utils.evolve import evolve
+        keep = holds_files if opt.evolve else holds_training_results  # a study's database is always kept
+        with run_folder(opt.save_dir, keep) if RANK in (-1, 0) else contextlib.nullcontext():
+            if opt.evolve:
+                from utils.evolve import evolve
 
-            return evolve(opt, lambda hyp, o: train(hyp, o, device), catch=(TrainingError,))
-        return train(opt.hyp, opt, device)
+                return evolve(opt, lambda hyp, o: train(hyp, o, device), catch=(TrainingError,))
+            return train(opt.hyp, opt, device)
     finally:
         if WORLD_SIZE > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -85,8 +85,35 @@ def save_txt_labels(detn: torch.Tensor, shape0: tuple[int, int], file: Path, sav
         vals = [int(cls), *xywh, conf] if save_conf else [int(cls), *xywh]
         rows.append(" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals))
     file.parent.mkdir(parents=True, exist_ok=True)
-    with open(file, "a") as f:
+    with open(file, "w") as f:  # one file per image: a rerun with --exist-ok replaces it
         f.writelines(r + "\n" for r in rows)
+
+
+def _progress(dataloader):
+    """The loader wrapped in a tqdm bar (on stderr) headed by the results table's columns, as
+    the table follows it; plain when INFO logging is off."""
+    import logging
+
+    from tqdm import tqdm
+
+    return tqdm(dataloader, desc=format_row(COLUMNS), bar_format="{l_bar}{bar:10}{r_bar}", file=sys.stderr,
+                disable=not LOGGER.isEnabledFor(logging.INFO), total=len(dataloader) if hasattr(dataloader, "__len__")
+                else None)
+
+
+def _label_namer(dataloader):
+    """``path -> labels/<name>.txt`` name for --save-txt: the image's path below the common folder
+    of the loader's images, so images of one name in different folders get distinct files."""
+    from utils.data.sources import common_root, relative_name
+
+    files = list(getattr(getattr(dataloader, "dataset", None), "im_files", None) or [])
+    root = common_root(files) if files else None
+
+    def name(path: Path) -> Path:
+        rel = relative_name(path, root) if root is not None else Path(Path(path).name)
+        return rel.with_suffix(".txt")
+
+    return name
 
 
 def _build_dataloader(data: dict, task: str, imgsz: int, batch_size: int, stride: int, single_cls: bool,
@@ -162,8 +189,7 @@ def run(
         data = data if isinstance(data, dict) else _load_data(data)
     else:
         device = select_device(device, batch_size=batch_size)
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # made once model and data are ready
         model = load_model(weights[0] if isinstance(weights, (list, tuple)) else weights, device, fuse=True)
         was_training = False
         stride = int(max(model.stride.max().item(), 32))
@@ -194,6 +220,8 @@ def run(
         dataloader = _build_dataloader(data, split, imgsz, batch_size, int(model.stride.max()), single_cls,
                                        pad, rect, workers)
 
+    save_dir.mkdir(parents=True, exist_ok=True)
+    label_name = _label_namer(dataloader) if save_txt else None
     coco_classes = coco.is_coco_classes(names) and not single_cls
     class_map = coco.category_map(names if coco_classes else None)
     confusion = ConfusionMatrix(nc=nc)
@@ -212,7 +240,7 @@ def run(
     _emit(callbacks, "on_val_start")
 
     with torch.no_grad():
-        for batch_i, (im, targets, paths, shapes) in enumerate(dataloader):
+        for batch_i, (im, targets, paths, shapes) in enumerate(_progress(dataloader)):
             _emit(callbacks, "on_val_batch_start")
             with timers[0]:
                 im = im.to(device, non_blocking=True)
@@ -258,7 +286,7 @@ def run(
                 if plots:
                     confusion.process_batch(predn, labelsn)
                 if save_txt:
-                    save_txt_labels(predn, shape0, save_dir / "labels" / f"{path.stem}.txt", save_conf)
+                    save_txt_labels(predn, shape0, save_dir / "labels" / label_name(path), save_conf)
                 if save_json:
                     json_dets += coco.detections_to_json(predn, path, class_map)
                     h0, w0 = shape0
@@ -313,7 +341,7 @@ def run(
             LOGGER.warning(f"WARNING: pycocotools evaluation failed: {type(e).__name__}: {e}")
 
     if not training:
-        n_txt = len(list((save_dir / "labels").glob("*.txt"))) if save_txt else 0
+        n_txt = len(list((save_dir / "labels").rglob("*.txt"))) if save_txt else 0
         extra = f"\n{n_txt} label files saved to {save_dir / 'labels'}" if save_txt else ""
         LOGGER.info(f"Results saved to {save_dir}{extra}")
     else:

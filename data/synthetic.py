@@ -152,6 +152,16 @@ def make_synthetic(out_dir: str | Path, n_train: int = 200, n_val: int = 50, img
     return yaml_file
 
 
+def write_example_image(path: str | Path, imgsz: int = 320, seed: int = 12345) -> tuple[Path, int]:
+    """One image like the dataset's (split id 2: never one of its train/val images), written as
+    JPEG to `path`; returns the path and the number of objects drawn on it."""
+    img, objects = _make_image(np.random.default_rng([seed, 2, 0]), imgsz)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path, len(objects)
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     datasets = os.getenv("YOLO_DATASETS_DIR") or Path(__file__).resolve().parents[2] / "datasets"

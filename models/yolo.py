@@ -277,10 +277,13 @@ def _checked_run(layers: nn.Sequential, save: list[int], x: torch.Tensor, src: s
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         try:
             x = m(x)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as e:
             shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
-            raise ModelConfigError(f"{src}: layer {m.i} ({m.type}) fails on input of shape "
-                                   f"{shapes} (from {m.f}): {e}") from None
+            mode = "training" if m.training else "inference"
+            raise ModelConfigError(f"{src}: layer {m.i} ({m.type}) fails on input of shape {shapes} "
+                                   f"(from {m.f}, in {mode}): {type(e).__name__}: {e}") from e
         if sizes is not None:
             sizes.append(tuple(x.shape[-2:]) if isinstance(x, torch.Tensor) else None)
         y.append(x if m.i in save else None)
@@ -348,17 +351,14 @@ class DetectionModel(nn.Module):
         return self._forward_once(x)
 
     def _forward_once(self, x: torch.Tensor):
-        y: list[torch.Tensor | None] = []
-        for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = m(x)
-            y.append(x if m.i in self.save else None)
-        return x
+        """The forward pass; an error raised inside a layer is re-raised as ModelConfigError naming
+        the config, the layer (index, type, inputs) and the input shape that caused it (an
+        out-of-memory error is passed on unchanged)."""
+        return _checked_run(self.model, self.save, x, self.yaml_file)
 
     def _checked_forward(self, x: torch.Tensor, sizes: list | None = None):
-        """The forward pass, but a failing layer raises ModelConfigError naming itself; appends
-        each layer's output (height, width) to `sizes` (None for a list output)."""
+        """The forward pass (see :meth:`_forward_once`); also appends each layer's output
+        (height, width) to `sizes` (None for a list output)."""
         return _checked_run(self.model, self.save, x, self.yaml_file, sizes)
 
     def _forward_augment(self, x: torch.Tensor):

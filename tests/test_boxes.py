@@ -71,3 +71,43 @@ def test_letterbox_and_scale_boxes_invert_each_other():
     r = ratio[0]
     boxed = torch.tensor([[100 * r + dw, 200 * r + dh, 400 * r + dw, 900 * r + dh]])
     torch.testing.assert_close(scale_boxes((640, 640), boxed, (1080, 810)), box, atol=1e-3, rtol=0)
+
+
+def test_nms_work_is_capped_with_one_warning(monkeypatch):
+    """A weak model at conf 0.001: every box is a candidate for every class (issue 13)."""
+    import logging
+
+    import torchvision
+
+    from utils import boxes
+    from utils.logging import LOGGER
+
+    torch.manual_seed(0)
+    pred = torch.rand(2, 6000, 5 + 20)
+    pred[..., :2] *= 640
+    pred[..., 2:4] = pred[..., 2:4] * 60 + 4
+    sizes = []
+    real_nms = torchvision.ops.nms
+
+    def spy(b, s, t):
+        sizes.append(len(b))
+        return real_nms(b, s, t)
+
+    monkeypatch.setattr(torchvision.ops, "nms", spy)
+    monkeypatch.setattr(boxes, "_CAP_WARNED", False)
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda r: warnings.append(r.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        out = boxes.non_max_suppression(pred, 0.001, 0.6, multi_label=True, max_det=300, max_nms=2000)
+        out2 = boxes.non_max_suppression(pred[:1, :1500], 0.001, 0.6, multi_label=False, max_nms=1000)
+    finally:
+        LOGGER.removeHandler(handler)
+    assert sizes == [2000, 2000, 1000]  # never more than max_nms candidates enter NMS
+    assert len(out) == 2 and all(len(o) == 300 for o in out) and len(out2[0]) <= 300
+    capped = [w for w in warnings if "max_nms" in w]
+    assert len(capped) == 1 and "2000 highest-scoring" in capped[0]
+    # the kept candidates are the highest-scoring ones: the best box overall survives
+    scores = (pred[0, :, 5:] * pred[0, :, 4:5]).max()
+    assert out[0][:, 4].max() == pytest.approx(float(scores))

@@ -191,3 +191,94 @@ def test_mean_gate_reads_how_far_blocks_opened(tmp_path):
     assert compare.mean_gate(tmp_path / "cbam.pt") == 0.25
     assert compare.mean_gate(tmp_path / "base.pt") is None
     assert compare.mean_gate(tmp_path / "missing.pt") is None
+
+
+# ------------------------------------------------------------------ issue 13: progress, slow configs, plots
+class _Log:
+    def __enter__(self):
+        import logging
+
+        from utils.logging import LOGGER
+
+        self.lines, self.h = [], logging.Handler()
+        self.h.emit = lambda r: self.lines.append(r.getMessage())
+        LOGGER.addHandler(self.h)
+        return self
+
+    def __exit__(self, *a):
+        from utils.logging import LOGGER
+
+        LOGGER.removeHandler(self.h)
+
+
+def _fake_cost(cpu_ms):
+    return {"params": 1_000_000, "gflops": 1.0, "cpu_ms": cpu_ms, "gpu_ms": None, "peak_mem_mb": 10.0}
+
+
+def test_cost_progress_estimate_and_slow_flag(tmp_path, monkeypatch):
+    slow = {"yolov5n_SE.yaml": 2500.0}
+    monkeypatch.setattr(compare, "measure_cost", lambda c, *a, **k: _fake_cost(slow.get(c, 40.0)))
+    cfgs = ["yolov5n.yaml", "yolov5n_SE.yaml", "yolov5n_CBAM.yaml"]
+    with _Log() as log:
+        compare.run(cfgs, imgsz=64, project=str(tmp_path), name="c")
+    text = "\n".join(log.lines)
+    assert "[1/3] yolov5n: measuring cost at 64" in text
+    assert "[2/3, about 0 s left] yolov5n_SE" in text  # the fake measurements take no time
+    assert "[3/3, about" in text and "left] yolov5n_CBAM" in text
+    flagged = [ln for ln in log.lines if "slow" in ln]
+    assert len(flagged) == 1 and "yolov5n_SE: 2.5 s per forward pass at 64" in flagged[0]
+    with _Log() as log:  # a rerun: every measurement skipped, still counted
+        compare.run(cfgs, imgsz=64, project=str(tmp_path), name="c")
+    assert "[3/3] yolov5n_CBAM: cost already measured, skipped" in "\n".join(log.lines)
+
+
+def test_help_example_glob_matches_files():
+    import glob
+    import re
+
+    pats = re.findall(r"'([^']*\*[^']*)'", compare.__doc__)
+    assert pats
+    for p in pats:
+        assert glob.glob(str(compare.ROOT / p)), p
+
+
+def test_plots_show_true_values_and_separate_labels(tmp_path, monkeypatch):
+    """Three configs 2.7e-6 apart in mAP, of one latency and size: one spot on the plots; one epoch each."""
+    import matplotlib.figure
+
+    figs = {}
+    real_save = matplotlib.figure.Figure.savefig
+
+    def keep(self, fname, *a, **k):
+        figs[Path(fname).name] = self
+        return real_save(self, fname, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    cfgs = ["yolov5n.yaml", "yolov5n_SE.yaml", "yolov5n_CBAM.yaml"]
+    cost, acc = {}, {}
+    for k, c in enumerate(cfgs):
+        cost[c] = _fake_cost(40.0)
+        csv_path = tmp_path / f"{k}.csv"
+        csv_path.write_text(f"epoch,train/box_loss,metrics/mAP_0.5:0.95\n0,0.1,{0.1776 + 2.7e-6 * k}\n")
+        acc[c] = [{"map": 0.1776 + 2.7e-6 * k, "map50": 0.3, "results_csv": str(csv_path)}]
+    compare.plot([], cost, acc, cfgs, tmp_path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for name in ("map_vs_latency.png", "map_vs_params.png"):
+        ax = figs[name].axes[0]
+        FigureCanvasAgg(figs[name]).draw()  # pyplot's close() detached the figure's canvas
+        for axis in (ax.xaxis, ax.yaxis):
+            assert axis.get_major_formatter().get_offset() == "", name  # no "1e-6 + 1.776e-1"
+        lo, hi = ax.get_ylim()
+        assert hi - lo > 100 * 2.7e-6 * 2  # the tiny difference does not fill the axis
+        renderer = figs[name].canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) == 3
+        for i in range(3):
+            for j in range(i + 1, 3):
+                assert not boxes[i].overlaps(boxes[j]), (name, ax.texts[i].get_text(), ax.texts[j].get_text())
+    curves = figs["training_curves.png"].axes
+    for ax in curves:
+        assert ax.get_xlim() == (-0.5, 0.5)
+        assert [t for t in ax.get_xticks() if -0.5 <= t <= 0.5] == [0]  # epoch 0 only, no -0.4 ... 0.4
+        assert ax.get_lines() and all(line.get_marker() == "o" for line in ax.get_lines())

@@ -491,3 +491,15 @@ def test_synthetic_generator_deterministic(tmp_path):
             x, y = int(cx * 128), int(cy * 128)
             centre = im[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).astype(int)
             assert np.ptp(centre, axis=0).max() < 30  # uniform colour (not background texture)
+
+
+def test_generated_dataset_message_shows_the_real_path(tmp_datasets, log_lines):
+    """The 'download' command is shown with {path} filled in (issue 13)."""
+    y = tmp_datasets / "gen.yaml"
+    y.write_text("path: gen\ntrain: images/train\nval: images/val\nnames: {0: circle, 1: square, 2: triangle}\n"
+                 "download: python data/synthetic.py --out {path} --n-train 2 --n-val 1 --imgsz 64 --seed 0\n")
+    d = check_dataset(str(y))
+    assert len(list(Path(d["val"]).glob("*.jpg"))) == 1
+    msg = next(m for m in log_lines if "Dataset not found" in m)
+    assert "{path}" not in msg
+    assert f"generating it (python data/synthetic.py --out {tmp_datasets / 'gen'} --n-train 2" in msg

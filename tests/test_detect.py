@@ -115,3 +115,82 @@ def test_missing_source_and_weights_are_clear(tmp_path, weights_n, capsys):
     assert detect.main(["--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path),
                         "--project", str(tmp_path)]) == 2
     assert "missing.pt' not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 13: bad sources, names, folders
+def _jpeg(path: Path, seed: int, size: tuple[int, int] = (96, 128)) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return path
+
+
+def test_bad_files_are_skipped_and_the_run_goes_on(tmp_path, weights_n, capsys):
+    src = tmp_path / "mixed"
+    _jpeg(src / "a.jpg", 0)
+    (src / "b_empty.avi").write_bytes(b"")  # 0 bytes: does not open as a video
+    _jpeg(src / "c.jpg", 1)
+    (src / "d_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a picture")
+    (src / "e_fake.mp4").write_bytes(cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()[:2000])
+    (src / "f_notes.png").write_text("text, not a png")
+    d, res = detect.run(weights=weights_n, source=src, imgsz=64, project=tmp_path / "runs", device="cpu", save_txt=True)
+    log = capsys.readouterr().err
+    assert {"a.jpg", "c.jpg"} <= {Path(k).name for k in res}  # c.jpg comes after the bad files
+    for bad in ("b_empty.avi", "d_broken.jpg", "f_notes.png"):
+        assert f"{bad}: skipped" in log, log
+    assert "-9223372036854775808" not in log and "/-" not in log  # no nonsense frame counts
+    done = next(ln for ln in log.splitlines() if "Done:" in ln)
+    n_skipped = int(done.split(",")[-1].split()[0])
+    assert n_skipped >= 3 and f"{len(res)} file(s) processed" in done
+    assert (d / "labels" / "a.txt").is_file() and (d / "labels" / "c.txt").is_file()
+
+
+def test_detect_reads_images_like_the_dataset_does(tmp_path):
+    """One reader for train, val and detect: EXIF orientation applied the same way."""
+    from PIL import Image
+
+    from utils.data import images, sources
+    from utils.data.dataset import read_image as dataset_reader
+
+    im = Image.new("RGB", (60, 30), (0, 0, 255))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    f = tmp_path / "rot.jpg"
+    im.save(f, exif=exif)
+    assert sources.read_image is images.read_image is dataset_reader
+    frame = next(sources.iter_frames(f))
+    assert frame.image.shape == dataset_reader(str(f)).shape == (60, 30, 3)
+
+
+def test_same_names_in_different_folders_get_distinct_outputs(tmp_path, weights_n):
+    data = tmp_path / "data"
+    a = _jpeg(data / "camA" / "images" / "frame_0001.jpg", 0)
+    b = _jpeg(data / "camB" / "images" / "frame_0001.jpg", 1, size=(128, 96))
+    kw = dict(weights=weights_n, imgsz=64, project=tmp_path / "runs", device="cpu", save_txt=True, conf_thres=0.0001)
+    d, res = detect.run(source=str(data / "**" / "*.jpg"), **kw)
+    assert set(res) == {str(a), str(b)}
+    for cam, shape in (("camA", (96, 128, 3)), ("camB", (128, 96, 3))):
+        assert cv2.imread(str(d / cam / "images" / "frame_0001.jpg")).shape == shape
+        assert (d / "labels" / cam / "images" / "frame_0001.txt").is_file()
+    n_lines = len((d / "labels" / "camA" / "images" / "frame_0001.txt").read_text().splitlines())
+    assert n_lines > 0
+    d2, _ = detect.run(source=str(data / "**" / "*.jpg"), exist_ok=True, **kw)  # a rerun overwrites
+    assert d2 == d
+    assert len((d / "labels" / "camA" / "images" / "frame_0001.txt").read_text().splitlines()) == n_lines
+
+
+def test_failed_runs_leave_no_run_folder(tmp_path, weights_n, capsys):
+    project = tmp_path / "runs"
+    assert detect.main(["--weights", str(weights_n), "--source", str(tmp_path / "missing"),
+                        "--project", str(project)]) == 2
+    assert detect.main(["--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path),
+                        "--project", str(project)]) == 2
+    assert not project.exists() or not list(project.iterdir())
+
+
+def test_no_source_says_what_to_pass(capsys):
+    with pytest.raises(SystemExit) as e:
+        detect.main([])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no --source given" in err and "--source path/to/images" in err

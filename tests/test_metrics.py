@@ -261,3 +261,20 @@ def test_metric_plots(tmp_path):
     assert sorted(f.name for f in files) == ["F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png",
                                             "confusion_matrix.png"]
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_confusion_matrix_of_many_classes_keeps_tick_labels(tmp_path):
+    """80 classes: every 3rd class and "background" labelled on both axes (issue 13)."""
+    from utils.metric_plots import confusion_figure, plot_confusion_matrix
+
+    cm = ConfusionMatrix(nc=80)
+    names = [f"class{i}" for i in range(80)]
+    fig = confusion_figure(cm, names)
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        texts = [t.get_text() for t in labels]
+        assert texts[-1] == "background"
+        assert texts[:3] == ["class0", "class3", "class6"] and len(texts) == 28
+    small = confusion_figure(ConfusionMatrix(nc=5), names[:5]).axes[0]
+    assert [t.get_text() for t in small.get_xticklabels()] == [*names[:5], "background"]
+    assert plot_confusion_matrix(cm, tmp_path / "cm.png", names).is_file()

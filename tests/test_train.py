@@ -82,7 +82,7 @@ def test_run_outputs(tiny_run):
     assert list(rows[0]) == train.CSV_KEYS
     assert len(out["results"]) == 7
     assert out["metrics"]["map50"] == out["results"][2] and out["train_time"] > 0
-    assert "must be a multiple of max stride 32, updating to 128" in log
+    assert "--img-size 120 must be a multiple of the max stride 32; updating to 128" in log
     assert "Starting training for 2 epochs" in log
 
 
@@ -283,3 +283,98 @@ def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, m
     rows = _rows(tmp_path / "exp" / "results.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[0]["train/box_loss"]) == pytest.approx(ck["results"]["train/box_loss"])
+
+
+# ------------------------------------------------------------------ issue 13
+def test_multi_scale_sizes_respect_the_floor():
+    from utils.torch_utils import multi_scale_resize, multi_scale_sizes
+
+    assert multi_scale_sizes(64, 32) == [64, 96]  # 0.5 x 64 = 32 would leave a 1x1 last feature map
+    assert multi_scale_sizes(640, 32) == list(range(320, 961, 32))
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        for shape in ((1, 3, 64, 64), (2, 3, 64, 128)):  # square and rectangular batches
+            out = multi_scale_resize(torch.rand(shape), 64, 32)
+            assert min(out.shape[2:]) >= 64 and all(s % 32 == 0 for s in out.shape[2:])
+            seen.add(tuple(out.shape[2:]))
+    assert len(seen) > 2  # it does vary
+
+
+def test_img_floor_message_names_the_rule(tmp_path):
+    from utils.cli import check_img_size
+
+    with _Lines() as log:
+        assert check_img_size(32, 32, floor=64) == 64
+        assert check_img_size(70, 32, floor=64) == 96
+    assert "--img-size 32 must be at least 64 (2 x max stride 32" in log.text
+    assert "multiple of the max stride 32, updating" not in log.text and "--img-size 32 must be a multiple" not in log.text
+    assert "--img-size 70 must be a multiple of the max stride 32; updating to 96" in log.text
+
+
+def test_error_inside_the_model_names_layer_and_shape():
+    from models.yolo import DetectionModel, ModelConfigError
+
+    m = DetectionModel("yolov5n.yaml", nc=3).train()
+    with pytest.raises(ModelConfigError, match=r"yolov5n\.yaml: layer \d+ \(.+\) fails on input of shape "
+                                               r"\(1, 128, 2, 2\) \(from -1, in training\).*Expected more than 1 value"):
+        m(torch.rand(1, 3, 32, 32))  # the last feature map is 1x1: batch norm fails on a batch of 1
+
+
+def test_tiny_multi_scale_run_with_batch_1(tmp_path):
+    data = make_synthetic(tmp_path / "s3", n_train=3, n_val=1, imgsz=64, seed=1)
+    out = train.run(data=str(data), weights="", cfg="yolov5n.yaml", epochs=1, imgsz=64, batch_size=1,
+                    multi_scale=True, workers=0, device="cpu", project=str(tmp_path / "runs"), noplots=True)
+    assert out["last"].is_file()
+
+
+def test_failed_run_leaves_no_run_folder_and_checkpoints_follow_umask(synth, tiny_run, tmp_path):
+    project = tmp_path / "runs"
+    assert train.cli(["--data", str(synth), "--weights", str(tmp_path / "missing.pt"), "--project", str(project),
+                      "--device", "cpu", "--epochs", "1"]) == 1
+    assert train.cli(["--data", str(tmp_path / "nope.yaml"), "--cfg", "yolov5n.yaml", "--weights", "",
+                      "--project", str(project), "--device", "cpu", "--epochs", "1"]) == 1
+    assert not project.exists() or not list(project.iterdir())
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_run[0]["last"])
+    old = os.umask(0o022)
+    try:
+        f = save_checkpoint(ckpt, tmp_path / "w" / "last.pt")
+        assert f.stat().st_mode & 0o777 == 0o644  # like any file the user creates, not 0600
+        os.umask(0o077)
+        g = save_checkpoint(ckpt, tmp_path / "w" / "best.pt")
+        assert g.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_resume_of_a_finished_run_is_refused_before_resuming(tiny_run, capsys):
+    out, _ = tiny_run
+    with _Lines() as log:
+        assert train.cli(["--resume", str(out["last"]), "--device", "cpu"]) == 1
+    assert "Resuming" not in log.text
+    assert "finished run" in log.text and "nothing to resume" in log.text
+
+
+def test_results_plot_of_one_epoch_reads_true(tmp_path, monkeypatch):
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from utils.train_plots import plot_results
+
+    figs = []
+    real_save = matplotlib.figure.Figure.savefig
+    def keep(self, *a, **k):
+        figs.append(self)
+        return real_save(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("epoch,train/box_loss,x/lr0\n0,0.1776027,0.00999973\n")
+    assert plot_results(csv_path).is_file()
+    fig = figs[0]
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes[:2]:
+        assert ax.get_xlim() == (-0.5, 0.5) and ax.yaxis.get_major_formatter().get_offset() == ""
+        assert ax.get_lines()[0].get_marker() == "."

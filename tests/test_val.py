@@ -215,3 +215,59 @@ def test_format_row():
     assert table_rows(line)["person"] == {"name": "person", "images": 128, "instances": 254, "p": 0.712,
                                           "r": 0.5, "map50": 0.752, "map": 0.45}
     assert np.isclose(table_rows(line)["person"]["map50"], 0.752)
+
+
+# ------------------------------------------------------------------ issue 13: outputs, folders, progress
+@pytest.fixture
+def two_cams(tmp_path):
+    """camA/images/frame_0001.jpg and camB/images/frame_0001.jpg, each with one label."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for cam in ("camA", "camB"):
+        (tmp_path / "data" / cam / "images").mkdir(parents=True)
+        (tmp_path / "data" / cam / "labels").mkdir()
+        cv2.imwrite(str(tmp_path / "data" / cam / "images" / "frame_0001.jpg"),
+                    rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        (tmp_path / "data" / cam / "labels" / "frame_0001.txt").write_text("1 0.5 0.5 0.4 0.4\n")
+    yml = tmp_path / "two.yaml"
+    yml.write_text(f"path: {tmp_path / 'data'}\ntrain: [camA/images, camB/images]\nval: [camA/images, camB/images]\n"
+                   "names: {0: circle, 1: square, 2: triangle}\n")
+    return yml
+
+
+def test_save_txt_one_file_per_image_and_reruns_overwrite(two_cams, tiny_model, tmp_path, capsys):
+    from utils.checkpoint import model_record, save_checkpoint
+
+    ckpt = save_checkpoint({"model": model_record(tiny_model)}, tmp_path / "tiny.pt")
+    kw = dict(weights=ckpt, imgsz=64, batch_size=2, device="cpu", workers=0, project=tmp_path / "runs", name="v",
+              plots=False, save_txt=True)
+    val.run(two_cams, **kw)
+    labels = tmp_path / "runs" / "v" / "labels"
+    files = sorted(p.relative_to(labels).as_posix() for p in labels.rglob("*.txt"))
+    assert files == ["camA/images/frame_0001.txt", "camB/images/frame_0001.txt"]
+    counts = [len((labels / f).read_text().splitlines()) for f in files]
+    assert all(0 < n <= 300 for n in counts)
+    val.run(two_cams, exist_ok=True, **kw)  # the same run folder again: files replaced, not appended to
+    assert [len((labels / f).read_text().splitlines()) for f in files] == counts
+    assert "Class" in capsys.readouterr().err  # the progress bar, headed by the table's columns
+
+
+def test_failed_validation_leaves_no_run_folder(two_cams, tmp_path, capsys):
+    project = tmp_path / "runs"
+    assert val.main(["--weights", str(tmp_path / "missing.pt"), "--data", str(two_cams), "--project", str(project),
+                     "--device", "cpu"]) == 2
+    assert val.main(["--weights", str(tmp_path / "missing.pt"), "--data", str(tmp_path / "nope.yaml"),
+                     "--project", str(project), "--device", "cpu"]) == 2
+    assert not project.exists() or not list(project.iterdir())
+
+
+def test_progress_bar_during_training_validation(synthetic, tiny_model, tmp_path, capsys):
+    from utils.data.dataset import create_dataloader
+    from utils.data.dataset_config import check_dataset
+
+    data = check_dataset(synthetic)
+    loader = create_dataloader(data["val"], 64, 3, 32, pad=0.5, rect=True, workers=0, nc=3)[0]
+    val.run(data, model=tiny_model, dataloader=loader, save_dir=tmp_path, plots=False)
+    err = capsys.readouterr().err
+    assert re.search(r"100%\|.*\| 2/2", err), err

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torchvision
 
+from utils.logging import LOGGER
+
 Array = torch.Tensor | np.ndarray
 
 
@@ -85,6 +87,17 @@ def box_iou(box1: torch.Tensor, box2: torch.Tensor) -> torch.Tensor:
     return torchvision.ops.box_iou(box1, box2)
 
 
+_CAP_WARNED = False
+
+
+def _warn_cap(n: int, max_nms: int) -> None:
+    global _CAP_WARNED
+    if not _CAP_WARNED:
+        _CAP_WARNED = True
+        LOGGER.warning(f"WARNING: NMS: {n} candidates in one image, keeping the {max_nms} highest-scoring "
+                       "(max_nms); raise --conf-thres to check fewer (this warning is shown once)")
+
+
 def non_max_suppression(
     prediction: torch.Tensor | tuple,
     conf_thres: float = 0.25,
@@ -104,6 +117,11 @@ def non_max_suppression(
     `torchvision.ops.batched_nms` (per class unless `agnostic`) keeps at most `max_det`.
     With `multi_label` a box may be kept once for every class above the threshold.
     Output rows: x1, y1, x2, y2, score, class.
+
+    Work per image is bounded: at most `max_nms` boxes (highest objectness) enter the class
+    expansion and at most `max_nms` (box, class) candidates (highest score) enter NMS, whose
+    cost grows with the square of that number. When the cap drops candidates (a weak model at
+    conf 0.001 can leave tens of thousands) a warning is logged once per process.
     """
     if not 0 <= conf_thres <= 1:
         raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
@@ -122,6 +140,9 @@ def non_max_suppression(
         x = x[candidates[i]]
         if not x.shape[0]:
             continue
+        if x.shape[0] > max_nms:  # before the class expansion: it can multiply the count by nc
+            _warn_cap(x.shape[0], max_nms)
+            x = x[x[:, 4].topk(max_nms).indices]
         scores = x[:, 5:] * x[:, 4:5]
         box = xywh2xyxy(x[:, :4])
         if multi_label:
@@ -134,7 +155,9 @@ def non_max_suppression(
             det = det[(det[:, 5:6] == class_filter).any(1)]
         if not det.shape[0]:
             continue
-        det = det[det[:, 4].argsort(descending=True)[:max_nms]]
+        if det.shape[0] > max_nms:
+            _warn_cap(det.shape[0], max_nms)
+            det = det[det[:, 4].topk(max_nms).indices]
         offsets = det[:, 5:6] * (0 if agnostic else max_wh)  # separate classes in space
         keep = torchvision.ops.nms(det[:, :4] + offsets, det[:, 4], iou_thres)[:max_det]
         out[i] = det[keep]

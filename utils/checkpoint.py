@@ -20,7 +20,7 @@ import datetime
 import os
 import pickle
 import re
-import tempfile
+import secrets
 import urllib.request
 import zipfile
 from collections import OrderedDict
@@ -197,12 +197,15 @@ def model_record(model: nn.Module, half: bool = False) -> dict:
 def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     """Write `ckpt` atomically: a temporary file in the same folder, fsync'ed, then renamed.
 
-    A process killed while saving leaves the previous file intact.
+    A process killed while saving leaves the previous file intact. The file's mode follows the
+    umask (0644 under the usual 022), as for any file the user creates.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"format": FORMAT, "date": datetime.datetime.now().isoformat(timespec="seconds"), **ckpt}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # not tempfile.mkstemp: it creates mode 0600 files; os.open with 0666 lets the umask decide, like any file
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(ckpt, f)
@@ -213,6 +216,17 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_resumable(ckpt: dict, path: str | Path, epochs: int) -> None:
+    """Raise CheckpointError unless `ckpt` (a train.py last.pt planned for `epochs` epochs) can be
+    resumed: it must hold its optimizer state and have epochs left to train."""
+    hint = f"to train it further, start a new run with --weights {path}"
+    if ckpt.get("optimizer") is None:
+        raise CheckpointError(f"--resume: {path} is a finished run (no optimizer state): nothing to resume; {hint}")
+    done = int(ckpt.get("epoch", -1)) + 1
+    if done >= epochs:
+        raise CheckpointError(f"--resume: {path} already trained all {epochs} epochs: nothing to resume; {hint}")
 
 
 def attempt_download(weights: str | Path, timeout: float = 30.0) -> Path:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import re
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from utils.logging import LOGGER
@@ -27,14 +30,48 @@ def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False
     return path
 
 
+def holds_files(path: Path) -> bool:
+    """True when `path` holds at least one file (at any depth)."""
+    return any(p.is_file() for p in Path(path).rglob("*"))
+
+
+def holds_training_results(path: Path) -> bool:
+    """True when a training run folder holds a checkpoint or a results.csv row: worth keeping."""
+    return any(Path(path).rglob("*.pt")) or (Path(path) / "results.csv").is_file()
+
+
+@contextlib.contextmanager
+def run_folder(path: str | Path, worth_keeping: Callable[[Path], bool] = holds_files) -> Iterator[Path]:
+    """Make the run folder `path` and hand it to the block; when the block raises and the folder
+    did not exist before and holds nothing `worth_keeping` (default: no file at all), remove it,
+    so a run that fails before doing anything leaves no empty ``runs/*/expN`` behind."""
+    path = Path(path)
+    existed = path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if not existed and path.is_dir() and not worth_keeping(path):
+            shutil.rmtree(path, ignore_errors=True)
+            LOGGER.info(f"removed the run folder {path}: the run failed before writing any result")
+        raise
+
+
 def check_img_size(imgsz: int | list[int], s: int = 32, floor: int = 0) -> int | list[int]:
-    """Round image size(s) up to a multiple of the stride `s`, warning when it changes."""
+    """Round image size(s) up to a multiple of the stride `s` and at least `floor` pixels,
+    warning (with the rule that changed it) when it changes."""
     if isinstance(imgsz, int):
         new = max(math.ceil(imgsz / s) * s, floor)
     else:
         new = type(imgsz)(max(math.ceil(x / s) * s, floor) for x in imgsz)
     if new != imgsz:
-        LOGGER.warning(f"WARNING: --img-size {imgsz} must be a multiple of max stride {s}, updating to {new}")
+        sizes = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+        why = []
+        if any(x % s for x in sizes):
+            why.append(f"must be a multiple of the max stride {s}")
+        if any(x < floor for x in sizes):
+            why.append(f"must be at least {floor} (2 x max stride {s}: smaller inputs leave 1x1 feature maps)")
+        LOGGER.warning(f"WARNING: --img-size {imgsz} {' and '.join(why)}; updating to {new}")
     return new
 
 

@@ -149,9 +149,56 @@ def unletterbox(m: np.ndarray, shape0: tuple[int, int], ratio_pad: tuple) -> np.
     return cv2.resize(m, (w0, h0), interpolation=cv2.INTER_LINEAR)
 
 
-def overlay(img_bgr: np.ndarray, m: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Colour-mapped (JET) map over the image; the map is min-max normalised first."""
-    lo, hi = float(m.min()), float(m.max())
-    norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+def value_range(name: str, m: np.ndarray) -> tuple[float, float]:
+    """The colour scale (low, high) of a map called `name`.
+
+    Gates (names holding "gate": sigmoid outputs) and Grad-CAM (which pytorch-grad-cam scales to
+    [0, 1] itself) use the fixed range [0, 1], so a nearly flat gate (0.49-0.51) shows as one
+    flat colour instead of a full-contrast picture. Other maps (effect norms, affinities) use
+    [min(0, m.min()), m.max()]: their zero stays the bottom of the scale.
+    """
+    if "gate" in name or name == "gradcam":
+        return 0.0, 1.0
+    lo, hi = min(0.0, float(m.min())), float(m.max())
+    return lo, (hi if hi > lo else lo + 1e-6)
+
+
+def colour_bar(height: int, lo: float, hi: float, m_lo: float | None = None, m_hi: float | None = None,
+               width: int | None = None) -> np.ndarray:
+    """A white (height, width, 3) BGR panel with a JET colour bar from `lo` (bottom) to `hi`
+    (top), its values written beside it; black marks show the map's own range [m_lo, m_hi]."""
+    width = width or max(96, height // 6)
+    panel = np.full((height, width, 3), 255, np.uint8)
+    top, bottom = max(int(0.06 * height), 12), height - max(int(0.06 * height), 12)
+    x0, x1 = 6, 6 + max(width // 5, 8)
+    ramp = np.linspace(255, 0, max(bottom - top, 2)).astype(np.uint8)[:, None]
+    panel[top:bottom, x0:x1] = cv2.applyColorMap(np.repeat(ramp, x1 - x0, 1), cv2.COLORMAP_JET)
+    scale = max(width / 260, 0.3)
+    thick = max(int(scale * 2), 1)
+
+    def y_of(v: float) -> int:
+        t = 0.0 if hi == lo else (v - lo) / (hi - lo)
+        return int(round(bottom - 1 - min(max(t, 0.0), 1.0) * (bottom - top - 1)))
+
+    for v in (hi, (lo + hi) / 2, lo):
+        y = y_of(v)
+        cv2.putText(panel, f"{v:.3g}", (x1 + 4, min(max(y + int(8 * scale), 10), height - 2)),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    if m_lo is not None and m_hi is not None:
+        for v in (m_lo, m_hi):
+            cv2.line(panel, (x0 - 4, y_of(v)), (x1 + 2, y_of(v)), (0, 0, 0), thick)
+    return panel
+
+
+def overlay(img_bgr: np.ndarray, m: np.ndarray, vrange: tuple[float, float] | None = None,
+            alpha: float = 0.5) -> np.ndarray:
+    """Colour-mapped (JET) map `m` (H, W) over a BGR image of the same size, followed on the
+    right by a colour bar (see :func:`colour_bar`). `vrange` = (low, high) is the value scale
+    (default: :func:`value_range` of an unnamed map); values outside it are clipped. Returns a
+    (H, W + bar width, 3) uint8 image."""
+    lo, hi = vrange if vrange is not None else value_range("", m)
+    norm = np.clip((m - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(m)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(img_bgr, 1 - alpha, heat, alpha, 0)
+    blended = cv2.addWeighted(img_bgr, 1 - alpha, heat, alpha, 0)
+    bar = colour_bar(img_bgr.shape[0], lo, hi, float(m.min()), float(m.max()))
+    return np.concatenate([blended, bar], 1)

@@ -92,31 +92,42 @@ def plot_metric_curves(result: APResult, save_dir: Path, names: list[str] | dict
     ]
 
 
-def plot_confusion_matrix(cm: ConfusionMatrix, path: Path, names: list[str] | dict | None = None,
-                          normalize: bool = True) -> Path:
-    """The matrix as a heat map (columns = true class, rows = predicted; last = background)."""
+_MAX_TICKS = 30  # class tick labels per axis; with more classes every k-th is labelled
+
+
+def confusion_figure(cm: ConfusionMatrix, names: list[str] | dict | None = None, normalize: bool = True) -> Figure:
+    """The matrix as a heat map (columns = true class, rows = predicted; last = background).
+
+    Up to 30 classes every row and column is labelled; with more, every k-th class is (k =
+    ceil(nc / 30)), and "background" always is. Cell values are written up to 10 classes."""
     nc = cm.nc
     data = cm.normalized() if normalize else cm.matrix.astype(np.float64)
     data = np.where(data < 0.005, np.nan, data)  # leave near-empty cells blank
     labels = [*_class_names(np.arange(nc), names), "background"]
-    show_ticks = nc < 30
     size = 12 if nc > 10 else 8
     fig, ax = _figure((size, size * 0.8))
     im = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if show_ticks:
-        ax.set_xticks(range(nc + 1), labels, rotation=90, fontsize=8 if nc > 10 else 10)
-        ax.set_yticks(range(nc + 1), labels, fontsize=8 if nc > 10 else 10)
-        if nc <= 10:
-            for (i, j), v in np.ndenumerate(data):
-                if not np.isnan(v):
-                    ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center",
-                            fontsize=8, color="white" if v > 0.5 * np.nanmax(data) else "black")
-    else:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    ax.set(xlabel="True", ylabel="Predicted", title="Confusion matrix" + (" (normalized)" if normalize else ""))
-    return _save(fig, path)
+    step = max(1, -(-nc // _MAX_TICKS))
+    ticks = [*range(0, nc, step), nc]
+    fontsize = 10 if nc <= 10 else 8 if nc < _MAX_TICKS else 7
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=fontsize)
+    if nc <= 10:
+        for (i, j), v in np.ndenumerate(data):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center",
+                        fontsize=8, color="white" if v > 0.5 * np.nanmax(data) else "black")
+    every = f", every {step}th class labelled" if step > 1 else ""
+    ax.set(xlabel="True", ylabel="Predicted",
+           title="Confusion matrix" + (" (normalized)" if normalize else "") + every)
+    return fig
+
+
+def plot_confusion_matrix(cm: ConfusionMatrix, path: Path, names: list[str] | dict | None = None,
+                          normalize: bool = True) -> Path:
+    """Write :func:`confusion_figure` to `path` (PNG)."""
+    return _save(confusion_figure(cm, names, normalize), path)
 
 
 def plot_all(result: APResult | None, cm: ConfusionMatrix | None, save_dir: Path,

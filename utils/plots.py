@@ -64,14 +64,91 @@ def crop_box(xyxy, im: np.ndarray, gain: float = 1.02, pad: int = 10, square: bo
     return im[y1:y2, x1:x2]
 
 
-def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False) -> np.ndarray:
-    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (a new name if taken)."""
+def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int = 10, square: bool = False,
+                 unique: bool = True) -> np.ndarray:
+    """Crop a (slightly enlarged) box out of a BGR image and write it as `file` (with `unique`, a
+    new name if `file` is taken; otherwise `file` is overwritten)."""
     crop = crop_box(xyxy, im, gain, pad, square)
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     stem, n = file.stem, 2
-    while file.exists():
+    while unique and file.exists():
         file = file.with_name(f"{stem}{n}{file.suffix}")
         n += 1
     cv2.imwrite(str(file), crop)
     return crop
+
+
+# offsets (points) tried in turn for a point's label: right/left, above/below, then further out
+_LABEL_OFFSETS = [(dx, dy) for r in (1, 2, 3, 4) for dy in (3 * r, -9 * r, 12 * r - 3, -15 * r)
+                  for dx in (4, -4)]
+
+
+def label_points(ax, xs, ys, texts, fontsize: float = 7, pad: float = 2.0) -> list:
+    """Annotate points (data coordinates) with `texts` so that no two labels overlap.
+
+    Each label tries offsets around its point in turn (right/left, above/below, then further
+    out) and takes the first whose box (in display pixels, grown by `pad`) overlaps no label
+    placed before, else the one of least overlap; a label moved away from its point gets a thin
+    leader line. Call after everything is plotted and the axis limits are final (the layout is
+    applied first). Returns the annotation artists.
+    """
+    fig = ax.figure
+    fig.canvas.draw()  # final limits and layout: display coordinates are what the saved file shows
+    renderer = fig.canvas.get_renderer()
+    placed, out = [], []
+    order = sorted(range(len(texts)), key=lambda i: (-float(ys[i]), float(xs[i])))
+    for i in order:
+        best, best_cost = None, None
+        for dx, dy in _LABEL_OFFSETS:
+            a = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            ha="left" if dx > 0 else "right", va="bottom")
+            bb = a.get_window_extent(renderer).expanded(1, 1).padded(pad)
+            cost = sum(_overlap(bb, p) for p in placed)
+            if best_cost is None or cost < best_cost:
+                if best is not None:
+                    best[0].remove()
+                best, best_cost = (a, bb, dx, dy), cost
+            else:
+                a.remove()
+            if cost == 0:
+                break
+        a, bb, dx, dy = best
+        if abs(dy) > 12:  # far from its point: the same label with a leader line
+            a.remove()
+            a = ax.annotate(texts[i], (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            ha="left" if dx > 0 else "right", va="bottom",
+                            arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", shrinkA=0, shrinkB=2))
+        placed.append(bb)
+        out.append(a)
+    return out
+
+
+def _overlap(a, b) -> float:
+    """Area (pixels^2) shared by two matplotlib Bbox objects."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
+
+
+def pad_flat_axis(ax, rel: float = 0.02) -> None:
+    """Give each axis of `ax` whose data nearly coincide a span of at least `rel` of its values
+    (and no offset notation), so that a difference of 1e-6 is drawn as the nothing it is
+    instead of filling the axis as "1e-6 + 1.776e-1"."""
+    ax.ticklabel_format(useOffset=False)
+    for get, set_ in ((ax.get_ylim, ax.set_ylim), (ax.get_xlim, ax.set_xlim)):
+        lo, hi = get()
+        mid, need = (lo + hi) / 2, max(abs(lo), abs(hi)) * rel
+        if hi - lo < need:
+            set_(mid - need / 2, mid + need / 2)
+
+
+def epoch_axis(ax, last_epoch: float) -> None:
+    """An x axis of whole epochs 0..`last_epoch` (half an epoch of margin, so that a run of one
+    epoch is a point in the middle, not a line from -0.04 to 0.04), y values without offset."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    pad_flat_axis(ax)
+    ax.set_xlim(-0.5, float(last_epoch) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import time
@@ -122,3 +123,25 @@ def time_sync() -> float:
 def de_parallel(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel / DistributedDataParallel."""
     return model.module if isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def multi_scale_sizes(imgsz: int, gs: int, floor: int | None = None) -> list[int]:
+    """The training sizes ``--multi-scale`` picks from: multiples of the grid stride `gs` from
+    0.5 x to 1.5 x `imgsz`, none below `floor` (default 2 x `gs`, train.py's minimum --img: at
+    one stride-`gs` cell the last feature map is 1x1 and batch norm fails on a batch of 1)."""
+    floor = 2 * gs if floor is None else floor
+    lo = max(math.ceil(imgsz * 0.5 / gs) * gs, math.ceil(floor / gs) * gs)
+    hi = max(int(imgsz * 1.5) // gs * gs, lo)
+    return list(range(lo, hi + 1, gs))
+
+
+def multi_scale_resize(imgs: torch.Tensor, imgsz: int, gs: int, floor: int | None = None) -> torch.Tensor:
+    """A batch (B, C, H, W) resized (bilinear) so its long side is a random size of
+    :func:`multi_scale_sizes`; both sides stay multiples of `gs` and at least `floor`."""
+    floor = 2 * gs if floor is None else floor
+    sz = random.choice(multi_scale_sizes(imgsz, gs, floor))
+    sf = sz / max(imgs.shape[2:])
+    if sf == 1:
+        return imgs
+    ns = [max(math.ceil(x * sf / gs) * gs, floor) for x in imgs.shape[2:]]
+    return nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from utils.logging import LOGGER
-from utils.plots import color
+from utils.plots import color, epoch_axis
 
 
 def _mpl():
@@ -119,6 +119,7 @@ def plot_results(csv: str | Path) -> Path | None:
         y = df[c].to_numpy(dtype=float)
         a.plot(x, y, marker=".", linewidth=2, markersize=6)
         a.set_title(c, fontsize=11)
+        epoch_axis(a, x.max() if len(x) else 0)
     for a in ax.ravel()[n:]:
         a.axis("off")
     out = csv.with_name("results.png")

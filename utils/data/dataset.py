@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageOps
 from torch.nn import functional as nn_functional
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -35,6 +34,7 @@ from utils.data.augment import (
     mosaic4,
     random_perspective,
 )
+from utils.data.images import read_image  # noqa: F401 - the shared reader, also imported from here
 from utils.data.verify import img2label_paths, scan_dataset
 from utils.logging import LOGGER
 
@@ -50,19 +50,6 @@ def load_hyp(hyp: str | Path | dict | None = None) -> dict:
     import yaml
 
     return yaml.safe_load(Path(hyp or DEFAULT_HYP).read_text())
-
-
-def read_image(path: str) -> np.ndarray:
-    """A 3-channel BGR uint8 image with its EXIF orientation applied (grey and alpha images are
-    converted). OpenCV first, PIL for what OpenCV cannot read; raises FileNotFoundError."""
-    im = cv2.imread(path, cv2.IMREAD_COLOR)  # applies the EXIF orientation, like exif_size
-    if im is None:
-        try:
-            with Image.open(path) as pim:
-                im = np.asarray(ImageOps.exif_transpose(pim).convert("RGB"))[:, :, ::-1].copy()
-        except Exception as e:
-            raise FileNotFoundError(f"cannot read image {path}: {e}") from None
-    return im
 
 
 class YoloDataset(Dataset):
@@ -158,6 +145,8 @@ class YoloDataset(Dataset):
             elif lo > 1:  # all portrait: full height, width of the widest
                 rel[i] = [1, 1 / lo]
         self.batch_shapes = (np.ceil(rel * self.img_size / stride + pad).astype(int) * stride)
+        if self.augment:  # training: no side below 2 strides (1x1 last feature maps break batch norm)
+            self.batch_shapes = np.maximum(self.batch_shapes, 2 * stride)
 
     # ------------------------------------------------------------------ images
 

@@ -144,15 +144,16 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
         if not spec or not autodownload:
             how = "no 'download' in the YAML" if not spec else "autodownload is off"
             raise DatasetNotFoundError(_not_found(root, missing, how))
-        LOGGER.info(f"Dataset not found at {root}, downloading ({_describe(spec)}) ...")
+        verb = "generating" if _is_command(spec) else "downloading"
+        LOGGER.info(f"Dataset not found at {root}, {verb} it ({_describe(spec, root)}) ...")
         try:
             download_dataset(spec, root)
         except Exception as e:
-            raise DatasetNotFoundError(_not_found(root, missing, f"download from {_describe(spec)} failed: "
+            raise DatasetNotFoundError(_not_found(root, missing, f"download from {_describe(spec, root)} failed: "
                                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")) from None
         missing = _missing(cfg)
         if missing:
-            raise DatasetNotFoundError(_not_found(root, missing, f"{_describe(spec)} did not provide it"))
+            raise DatasetNotFoundError(_not_found(root, missing, f"{_describe(spec, root)} did not provide it"))
         LOGGER.info(f"Dataset ready at {root}")
     return cfg
 
@@ -172,17 +173,23 @@ def _not_found(root: Path, missing: list[str], why: str) -> str:
             f"{datasets_dir()} [{src}]); {why}")
 
 
-def _describe(spec) -> str:
+def _is_command(spec) -> bool:
+    """A ``download`` entry that is a command to run (``python ...``, ``bash ...``), not a URL."""
+    return isinstance(spec, str) and bool(spec.split()) and spec.split()[0] in ("python", "python3", "bash", "sh")
+
+
+def _describe(spec, root: Path | None = None) -> str:
+    """The ``download`` entry as shown to the user, with ``{path}`` replaced by the dataset root."""
     if isinstance(spec, (list, tuple)):
-        return ", ".join(_describe(s) for s in spec)
+        return ", ".join(_describe(s, root) for s in spec)
     if isinstance(spec, dict):
         return str(spec.get("url"))
-    return str(spec)
+    return str(spec).replace("{path}", str(root)) if root is not None else str(spec)
 
 
 def download_dataset(spec, root: Path) -> None:
     """Fetch a dataset as described by a YAML's ``download`` entry (see the module docstring)."""
-    if isinstance(spec, str) and spec.split()[0] in ("python", "python3", "bash", "sh"):
+    if _is_command(spec):
         args = shlex.split(spec.replace("{path}", shlex.quote(str(root))))
         if args[0].startswith("python"):
             args[0] = sys.executable
