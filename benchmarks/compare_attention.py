@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(out["dir"] / src, RESULTS / f"{stem}{suffix}{Path(src).suffix}")
     md = RESULTS / f"{stem}.md"
     flags = f"epochs {opt.epochs}, seeds {opt.seeds}" + (", --noval" if opt.noval else "")
+    if opt.cfg != CONFIGS:
+        flags += ", --cfg " + " ".join(opt.cfg)
     md.write_text(md.read_text().rstrip() + f"\n\nCommand: `python benchmarks/compare_attention.py` ({flags}). "
                   f"Load average at start / end: {load0:.2f} / {load1:.2f}.\n")
     LOGGER.info(f"copied to {RESULTS}/{stem}*")
