@@ -104,7 +104,7 @@ def check_block_args(spec: BlockSpec, args: list, c_in: int, c_in0: int, widths:
         msg = f"{where}: {spec.name} {list(args)}: {e}{chan}{fix}."
         if not lenient:
             raise config_error(msg) from None
-        warn_once((where, msg), f"WARNING: {msg}")
+        warn_once((where, msg), f"WARNING: {msg} (kept: the model is rebuilt as it was trained)")
         return
     for note in notes:
         warn_once((where, note), f"WARNING: {where}: {spec.name} {list(args)}: {note}{chan}{fix if chan else ''}.")
