@@ -257,3 +257,18 @@ def test_reported_case_files(log_warnings):
     for name in ("yolov5n_p5CBAM.yaml", "yolov5n_neckCBAM.yaml"):  # valid: no message
         DetectionModel(SHARED_CASES / name)
     assert len(log_warnings) == 3
+
+
+def test_blog_warning_once_per_run(tmp_path, log_warnings):
+    """The unshifted-insert diagnosis re-parses the YAML, and train.py builds a model more than once:
+    the blog-style warning is still given once per file and layer in a run of the program."""
+    d = load_cfg("yolov5n.yaml")
+    d["backbone"].insert(9, [-1, 1, "CBAM", [1024]])  # blog style and indices left unshifted
+    p = _save(tmp_path, d, "both.yaml")
+    with pytest.raises(ModelConfigError, match=r"layer 9 \(CBAM\) was probably inserted without shifting"):
+        DetectionModel(p)
+    assert len(log_warnings) == 1 and "both.yaml: layer 9 (CBAM [1024])" in log_warnings[0]
+    blog = _save(tmp_path, insert_block(load_cfg("yolov5n.yaml"), "CBAM", 9, [1024]), "blog.yaml")
+    for _ in range(2):
+        DetectionModel(blog)
+    assert len(log_warnings) == 2 and "blog.yaml: layer 9 (CBAM [1024])" in log_warnings[1]
