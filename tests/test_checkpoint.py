@@ -191,3 +191,27 @@ def test_weights_that_do_not_fit_name_the_file_and_layer(tmp_path):
                                                  r"layer 9 \(CBAM\): model.9.mlp.0.weight is \(4, 256, 1, 1\) in the "
                                                  r"file, \(16, 256, 1, 1\) in the model"):
         ck.load_model(path)
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_train_rebuilds_an_old_checkpoint_as_trained(tmp_path, resume):
+    """train.py's two checkpoint paths: --resume, and --weights without --cfg (the checkpoint's own
+    config): the old blog-style model comes back with its hidden width of 1 and every tensor."""
+    import argparse
+
+    import train
+    from models.attention.spatial import CBAM
+
+    model = DetectionModel(_n_cbam([]))
+    model.model[9] = CBAM(256, 1024)
+    model.model[9].i, model.model[9].f, model.model[9].type = 9, -1, "CBAM"
+    rec = _record(_n_cbam([1024]), model.model)
+    path = ck.save_checkpoint({"model": rec, "ema": rec, "epoch": 0, "optimizer": {}}, tmp_path / "last.pt")
+    opt = argparse.Namespace(cfg="", no_identity_start=False, freeze=[0], imgsz=64)
+    run = train._Run(opt=opt, device=torch.device("cpu"), save_dir=tmp_path, epochs=3, batch_size=1,
+                     weights=str(path), resume=resume, plots=False, main_proc=True, hyp_cfg={}, nc=80)
+    train._setup_model(run)
+    assert run.model.model[9].mlp[0].out_channels == 1
+    for k, v in rec["state_dict"].items():
+        if not k.endswith("anchors"):
+            torch.testing.assert_close(run.model.state_dict()[k], v, msg=k)
