@@ -45,8 +45,10 @@ from utils.checkpoint import (  # noqa: E402
     attempt_download,
     check_resumable,
     load_checkpoint,
+    model_from_record,
     model_record,
     save_checkpoint,
+    weights_misfit,
 )
 from utils.cli import check_img_size, holds_files, holds_training_results, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
@@ -319,12 +321,12 @@ def _setup_model(run: _Run) -> None:
         run.ckpt = ckpt = load_checkpoint(path)
         src = ckpt.get("ema") or ckpt["model"]
         if run.resume:
-            model = DetectionModel(ckpt["model"]["yaml"], ch=3, nc=nc)
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                   for k, v in ckpt["model"]["state_dict"].items()})
+            model = model_from_record(ckpt["model"], source=str(path), nc=nc)
             LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{run.epochs - 1}")
         else:
-            model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
+            # without --cfg the checkpoint's own config, rebuilt as it was trained (lenient)
+            model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"),
+                                   lenient=not opt.cfg)
             transfer = load_pretrained(src, model, source=Path(weights).name,
                                        identity_start=not opt.no_identity_start)
     elif weights:
@@ -425,8 +427,11 @@ def _prepare_loop(run: _Run) -> None:
     opt, ckpt, device = run.opt, run.ckpt, run.device
     run.ema = ModelEMA(run.model) if run.main_proc else None
     if run.ema is not None and run.resume and ckpt is not None and ckpt.get("ema"):
-        run.ema.ema.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                     for k, v in ckpt["ema"]["state_dict"].items()})
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"]["state_dict"].items()}
+        misfit = weights_misfit(run.ema.ema, sd)
+        if misfit:
+            raise CheckpointError(f"{run.weights}: its EMA weights do not fit the model: {misfit}")
+        run.ema.ema.load_state_dict(sd)
         run.ema.updates = int(ckpt.get("updates") or 0)
 
     if RANK != -1:
@@ -654,8 +659,6 @@ def _finish(run: _Run) -> dict:
                 strip_optimizer(f)
         if run.best.exists():
             LOGGER.info(f"\nValidating {run.best}...")
-            from utils.checkpoint import model_from_record
-
             bmodel = model_from_record(load_checkpoint(run.best)["model"], source=str(run.best))
             bmodel = bmodel.to(run.device).eval().fuse()
             bmodel.hyp = run.hyp

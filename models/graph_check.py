@@ -8,23 +8,26 @@ Channel arguments of channel-keeping blocks (:func:`strip_channel_args`, while p
     (a reduction ratio, a kernel size). Blog recipes write a channel count anyway
     (``[-1, 1, CBAM, [1024]]``, ``[-1, 1, CA, [1024, 1024]]``). Rule, for the first
     ``spec.channel_args`` arguments: an integer equal to the layer's input width before
-    ``width_multiple`` (what every number of a YAML means) is a channel count; it is dropped
-    and one warning per model says so. An integer that equals the input width after
-    ``width_multiple`` (when that differs) or some other width written in the YAML (the
-    ``args[0]`` of a width-setting layer, or a sum of them at a Concat) is a wrong channel
-    count: ModelConfigError. Any other value is the block's first option.
-    (A block option that happens to equal a YAML width, e.g. ``SGE [64]``, must then be
-    written after the channel count: ``[<input width>, 64]``.)
+    ``width_multiple`` (what every number of a YAML means) is a channel count; it is dropped,
+    the model's YAML keeps the normalised row, and one warning per YAML file and layer and run
+    of the program says so. Any other number is the block's option, validated by the block
+    class's ``check_args`` hook (:func:`check_block_args`): a value the block cannot use (a
+    reduction ratio >= the channel count, a float for an integer) is an error; when such a
+    value is also a width of the YAML, the message says it looks like a channel count.
+    (``[<input width>, option]`` states an option after the blog-style channel count.)
 
 Graph (:func:`check_graph`, after the model is built)
     - a layer whose output no later layer reads (and that is not the last layer): error.
       When the YAML becomes clean by shifting the indices after one inserted
       channel-keeping layer, the message says so and gives the insert command.
     - Detect reading a Concat (where branches meet, not an output): error.
-    - Detect reading a layer whose output continues, at the same resolution, into a layer that
-      reads nothing else (the branch goes on past what Detect sees): error; when that layer
-      is a channel-keeping block (Detect skips an attention block placed on its input),
-      a warning, since the model still makes sense.
+    - Detect reading two layers of the same resolution (two levels with one stride): error.
+    - Detect reading a layer whose only continuation at the same resolution is a
+      channel-keeping block refining it (an attention block Detect skips): a warning. A layer
+      that also feeds other paths (an FPN lateral conv, an upsample) is fine.
+
+Checkpoints are rebuilt *leniently* (``lenient=True``): arguments are taken literally and every
+finding is a warning, so a model trained before a rule existed still loads as it was trained.
 """
 
 from __future__ import annotations
@@ -49,36 +52,72 @@ def config_error(msg: str) -> Exception:
 # ---- channel arguments ---------------------------------------------------------------------
 
 
-def strip_channel_args(spec: BlockSpec, args: list, c_in: int, c_in0: int, widths: set[int],
-                       where: str) -> tuple[list, list[int]]:
+_WARNED: set[tuple] = set()  # (file, layer, text) already reported in this run of the program
+
+
+def warn_once(key: tuple, msg: str, log: Callable[[str], None] | None = None) -> None:
+    """Log `msg` unless a message with the same `key` was logged before in this process."""
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    (log or LOGGER.warning)(msg)
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were given (tests)."""
+    _WARNED.clear()
+
+
+def strip_channel_args(spec: BlockSpec, args: list, c_in0: int) -> tuple[list, list[int]]:
     """Split the blog-style channel counts off a channel-keeping block's YAML arguments.
 
-    `c_in` / `c_in0`: the layer's input width after / before ``width_multiple``; `widths`: every
-    width the YAML writes (before ``width_multiple``). Returns the remaining arguments (the
-    block's options) and the numbers dropped. Raises ModelConfigError for a channel count that
-    is not the input width (see the module doc for the rule).
+    `c_in0`: the layer's input width before ``width_multiple``. Returns the remaining
+    arguments (the block's options) and the numbers dropped: leading integers (at most
+    ``spec.channel_args``) equal to `c_in0`. Any other value stays (see :func:`check_block_args`).
     """
     dropped: list[int] = []
-    while len(dropped) < spec.channel_args and args and type(args[0]) is int:
-        v = args[0]
-        if v == c_in0:
-            dropped.append(v)
-            args = args[1:]
-        elif v in widths or v == c_in:
-            raise config_error(f"{where}: {v} looks like a channel count, but this layer's input has {c_in0} "
-                               f"channels ({c_in} after width_multiple). {spec.name} keeps its input width and takes no "
-                               f"channel argument: write [] (or only its options). If {v} is meant as its first "
-                               f"option, write the input width before it: [{c_in0}, {v}].")
-        else:
-            break
+    while len(dropped) < spec.channel_args and args and type(args[0]) is int and args[0] == c_in0:
+        dropped.append(args[0])
+        args = args[1:]
     return args, dropped
 
 
-def log_dropped_channels(src: str, dropped: dict[int, tuple[str, list[int]]]) -> None:
-    """The one warning per model listing the channel counts :func:`strip_channel_args` dropped."""
-    if not dropped:
+def check_block_args(spec: BlockSpec, args: list, c_in: int, c_in0: int, widths: set[int], where: str,
+                     lenient: bool = False) -> None:
+    """Validate a channel-keeping block's options with its class's ``check_args(c1, *args)`` hook.
+
+    `c_in` / `c_in0`: the input width after / before ``width_multiple``; `widths`: the widths
+    the YAML writes. Raises ModelConfigError naming `where` and what to write instead (a
+    warning with `lenient`); the hook's notes on unusual values are warnings (once per run).
+    """
+    hook = getattr(spec.cls, "check_args", None)
+    if hook is None:
         return
-    layers = ", ".join(f"layer {i} ({name} {nums})" for i, (name, nums) in dropped.items())
+    alike = [v for v in args[:spec.channel_args] if isinstance(v, (int, float)) and not isinstance(v, bool)
+             and (v in widths or v in (c_in, c_in0))]
+    chan = (f"; {alike[0]:g} looks like a channel count, but {spec.name} keeps its input width ({c_in0} channels, "
+            f"{c_in} after width_multiple) and takes no channel argument") if alike else ""
+    fix = f". Write [] for the paper's defaults, or [{c_in0}] (the input width, the blog style)"
+    try:
+        notes = hook(c_in, *args) or []
+    except ValueError as e:
+        msg = f"{where}: {spec.name} {list(args)}: {e}{chan}{fix}."
+        if not lenient:
+            raise config_error(msg) from None
+        warn_once((where, msg), f"WARNING: {msg} (kept: the model is rebuilt as it was trained)")
+        return
+    for note in notes:
+        warn_once((where, note), f"WARNING: {where}: {spec.name} {list(args)}: {note}{chan}{fix if chan else ''}.")
+
+
+def log_dropped_channels(src: str, dropped: dict[int, tuple[str, list[int]]]) -> None:
+    """The one warning per model listing the channel counts :func:`strip_channel_args` dropped
+    (layers already reported in this run are left out)."""
+    new = {i: v for i, v in dropped.items() if (src, i, v[0], tuple(v[1])) not in _WARNED}
+    if not new:
+        return
+    _WARNED.update((src, i, v[0], tuple(v[1])) for i, v in new.items())
+    layers = ", ".join(f"layer {i} ({name} {nums})" for i, (name, nums) in new.items())
     LOGGER.warning(f"WARNING: {src}: {layers}: the input width (before width_multiple) given as a channel count, "
                    "the blog style; ignored. Channel-keeping blocks take their width from the previous layer: "
                    "write [] there (or only the block's options).")
@@ -138,17 +177,26 @@ def _detect_inputs(rows, d: int, inputs: list[int], users, froms, sizes) -> list
     concats = [j for j in inputs if _rule(rows[j]) is Channels.CONCAT]
     found = [Finding(d, True, f"Detect (layer {d}) reads Concat layer(s) {', '.join(map(str, concats))}: branches "
                               "meet there, a level's output is the block after it")] if concats else []
+    if sizes is None:
+        return found
+    level: dict[tuple, int] = {}  # resolution -> the first input of Detect at it
     for j in inputs:
-        name = rows[j][2]
-        if j in concats or sizes is None or sizes[j] is None:
+        if sizes[j] is None:
             continue
-        for u in users[j]:
-            if u != d and froms[u] == [j] and sizes[u] == sizes[j]:
-                keep = _rule(rows[u]) is Channels.KEEP
-                found.append(Finding(d, not keep, f"Detect (layer {d}) reads layer {j} ({name}), but its branch goes on "
-                                                  f"into layer {u} ({rows[u][2]}) at the same resolution: "
-                                                  f"Detect probably should read layer {u}"))
-                break
+        if sizes[j] in level:
+            found.append(Finding(d, True, f"Detect (layer {d}) reads layers {level[sizes[j]]} and {j} at the same "
+                                          f"resolution: two detection levels would share one stride (each level "
+                                          f"reads the last layer of its own resolution)"))
+        level.setdefault(sizes[j], j)
+        if j in concats:
+            continue
+        refine = [u for u in users[j] if u not in inputs and u != d and froms[u] == [j] and sizes[u] == sizes[j]
+                  and _rule(rows[u]) is Channels.KEEP]
+        if refine:  # an attention block refines j, and Detect skips it; a lateral conv or upsample is fine
+            u = refine[0]
+            found.append(Finding(d, False, f"Detect (layer {d}) reads layer {j} ({rows[j][2]}), but its branch goes on "
+                                           f"into layer {u} ({rows[u][2]}), a channel-keeping block refining it: "
+                                           f"Detect probably should read layer {u}"))
     return found
 
 
@@ -194,18 +242,20 @@ def _unshifted_insert(rows: list[list], rebuild: Rebuild | None) -> tuple[int, l
 
 
 def check_graph(rows: list[list], src: str, sizes: list | None = None,
-                log: Callable[[str], None] = LOGGER.warning, rebuild: Rebuild | None = None) -> list[Finding]:
+                log: Callable[[str], None] = LOGGER.warning, rebuild: Rebuild | None = None,
+                lenient: bool = False) -> list[Finding]:
     """Raise ModelConfigError for a real mistake in the layer graph; log the warnings.
 
     The error message names `src` (the YAML file), the layers and the fix; when an inserted
     block's later indices were not shifted, it says so and gives the insert helper's command.
     `rebuild(rows)` returns the layer sizes of the same model with other rows (raising
-    ModelConfigError if they do not build): it confirms that diagnosis. Returns the findings
-    (warnings only, if it returns).
+    ModelConfigError if they do not build): it confirms that diagnosis. With `lenient` (a model
+    rebuilt from a checkpoint) every finding is a warning. Each warning is logged once per run.
+    Returns the findings (warnings only, unless `lenient`).
     """
     found = find_problems(rows, sizes)
     errors = [x for x in found if x.error]
-    if errors:
+    if errors and not lenient:
         problems = "; ".join(x.text for x in errors)
         hit = _unshifted_insert(rows, rebuild)
         if hit is None:
@@ -219,5 +269,6 @@ def check_graph(rows: list[list], src: str, sizes: list | None = None,
                            + f"; let the insert helper write it: python models/yolo.py --cfg <the YAML without layer "
                              f"{k}> --insert {rows[k][2]}@{k} --save <new yaml>.")
     for x in found:
-        log(f"WARNING: {src}: {x.text}.")
+        note = " (kept: the model is rebuilt as it was trained)" if x.error else ""
+        warn_once((src, x.layer, x.text), f"WARNING: {src}: {x.text}{note}.", log)
     return found

@@ -23,8 +23,10 @@ Rules
 ``channel_args`` (KEEP blocks only) is how many leading YAML arguments blog recipes write as
 channel counts: 1 for most blocks (``[-1, 1, CBAM, [1024]]``), 2 for coordinate attention,
 whose reference code takes ``(inp, oup)`` (``[-1, 1, CA, [1024, 1024]]``). `parse_model`
-reads such a number as a channel count only when it is a width, see
-:func:`models.graph_check.strip_channel_args`.
+reads such a number as a channel count only when it equals the layer's input width before
+``width_multiple`` (:func:`models.graph_check.strip_channel_args`); the options left are
+validated by the class's ``check_args(c1, *args)`` classmethod when it has one
+(:meth:`models.attention._base.AttentionBlock.check_args`).
 
 ``repeats=True`` marks blocks that take the YAML's repeat count as their own ``n`` argument
 (C3 and its variants) instead of being stacked ``n`` times.

@@ -275,15 +275,32 @@ def scale_mismatch(src_cfg: dict | None, dst_cfg: dict, source: str, target: str
     from models.yolo import SCALES
 
     letters = {v: k for k, v in SCALES.items()}
-    fits = []
-    if src in letters and re.match(r"^yolov5[nsmlx]", target):
-        fits.append(f"--cfg {'yolov5' + letters[src] + target[7:]} for these weights")
+    cfg = _same_config_at(letters.get(src), target, dst_cfg)
+    fits = [f"--cfg {cfg} for these weights"] if cfg else []
     if dst in letters:
         fits.append(f"--weights yolov5{letters[dst]}.pt for this config")
-    hint = ("Use " + " or ".join(fits)) if fits else \
-        f"Set depth_multiple and width_multiple in {target} to the weights' values, {src[0]:g} and {src[1]:g}"
+    hint = ("Use " + " or ".join(fits)) if fits else ""
+    if not cfg:
+        set_ = f"et depth_multiple and width_multiple in {target} to the weights' values, {src[0]:g} and {src[1]:g}"
+        hint = f"{hint}, or s{set_}" if hint else f"S{set_}"
     return (f"{source} is {scale_name(src_cfg)} but {target} builds {scale_name(dst_cfg)}: layers of another "
             f"depth or width cannot take its weights. {hint}.")
+
+
+def _same_config_at(letter: str | None, target: str, dst_cfg: dict) -> str | None:
+    """The name of `target` at scale `letter` (``yolov5s_CBAM.yaml`` -> ``yolov5n_CBAM.yaml``) when
+    :func:`models.yolo.resolve_cfg` finds it and it has the same layers as `dst_cfg`; else None
+    (a config outside ``models/``, a name without a scale letter, another architecture)."""
+    from models.yolo import load_cfg
+
+    if letter is None or not re.match(r"^yolov5[nsmlx]", target):
+        return None
+    name = f"yolov5{letter}{target[7:]}"
+    try:
+        cand = load_cfg(name)
+    except (FileNotFoundError, ValueError):
+        return None
+    return name if _rows(cand) == _rows(dst_cfg) else None
 
 
 def require_same_scale(weights: str | Path, cfgs: list[str]) -> None:

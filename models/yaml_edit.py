@@ -62,11 +62,19 @@ def insert_block(cfg: dict, name: str, at: int, args: list | None = None) -> dic
     return _split(cfg, shift_after_insert(rows, at), nb + (at <= nb))
 
 
-def c3_layers(cfg: dict, layers: list[int] | None = None) -> list[int]:
-    """`layers` checked to be C3 layers of `cfg`; None: every C3 of the backbone."""
+def c3_layers(cfg: dict, layers: list[int] | None = None, edit: str = "--in-c3 CBAM") -> list[int]:
+    """`layers` checked to be C3 layers of `cfg`; None: every C3 of the backbone. Raises
+    ModelConfigError naming the file when there is none (`edit`, e.g. ``--replace-c3 SE``, is the
+    edit asked for; the message suggests explicit layers or ``--insert``)."""
     rows = _rows(cfg)
     if layers is None:
-        return [i for i, r in enumerate(cfg["backbone"]) if r[2] == "C3"]
+        found = [i for i, r in enumerate(cfg["backbone"]) if r[2] == "C3"]
+        if not found:
+            name = edit.split()[-1]
+            raise config_error(f"{cfg.get('yaml_file', '<dict>')}: {edit}: the backbone has no C3 layer, so there "
+                               f"is nothing to change; name the layers ({edit}@I,J for C3 layers of the head) or "
+                               f"insert the block where you want it: --insert {name}@K")
+        return found
     bad = [i for i in layers if not 0 <= i < len(rows) or rows[i][2] != "C3"]
     if bad:
         raise config_error(f"{cfg.get('yaml_file', '<dict>')}: layer(s) {bad} are not C3 layers")
@@ -81,7 +89,7 @@ def in_c3(cfg: dict, name: str, layers: list[int] | None = None) -> dict:
     except KeyError as e:
         raise config_error(f"{src}: {e.args[0]}") from None
     rows = _rows(cfg)
-    for i in c3_layers(cfg, layers):
+    for i in c3_layers(cfg, layers, f"--in-c3 {name}"):
         rows[i][2] = f"C3{name}"
     return _split(cfg, rows, len(cfg["backbone"]))
 
@@ -93,7 +101,7 @@ def replace_c3(cfg: dict, name: str, layers: list[int] | None = None) -> dict:
     _keeping_block(name, src)
     rows, widths = _rows(cfg), nominal_widths(cfg)
     froms = abs_froms(rows)
-    for i in c3_layers(cfg, layers):
+    for i in c3_layers(cfg, layers, f"--replace-c3 {name}"):
         c_in = sum(widths[j] for j in froms[i])
         if c_in != rows[i][3][0]:
             raise config_error(f"{src}: layer {i} (C3) turns {c_in} channels into {rows[i][3][0]}; {name} keeps the "

@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.common import Conv  # noqa: E402
-from models.graph_check import check_graph, log_dropped_channels, strip_channel_args  # noqa: E402
+from models.graph_check import check_block_args, check_graph, log_dropped_channels, strip_channel_args  # noqa: E402
 from models.registry import Channels, lookup, register  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
@@ -150,8 +150,14 @@ def _literal(a):
     return a
 
 
-def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
-    """Build the layers of a YOLOv5 YAML dict; returns the layers and the sorted save list."""
+def parse_model(d: dict, ch: list[int], verbose: bool = True, lenient: bool = False) -> tuple[nn.Sequential, list[int]]:
+    """Build the layers of a YOLOv5 YAML dict; returns the layers and the sorted save list.
+
+    The rows of `d` are normalised in place: blog-style channel counts of channel-keeping blocks
+    are removed (see :mod:`models.graph_check`). With `lenient` (a model rebuilt from a
+    checkpoint) the arguments are taken literally and invalid block options are warnings.
+    Raises ModelConfigError naming the file and layer otherwise.
+    """
     src = d.get("yaml_file", "<dict>")
     for key in ("backbone", "head"):
         if key not in d:
@@ -161,7 +167,7 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     default_act = Conv.default_act
     Conv.default_act = _activation(d.get("activation"), src)
     try:
-        return _build_layers(d, ch, src, verbose)
+        return _build_layers(d, ch, src, verbose, lenient)
     finally:  # the YAML's activation applies to this model only
         Conv.default_act = default_act
 
@@ -179,7 +185,7 @@ def _activation(spec: str | None, src: str) -> nn.Module:
     return act
 
 
-def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.Sequential, list[int]]:
+def _build_layers(d: dict, ch: list[int], src: str, verbose: bool, lenient: bool) -> tuple[nn.Sequential, list[int]]:
     nc, anchors = d.get("nc", 80), d.get("anchors", 3)
     gd = d["depth_multiple"]
     names = {"nc": nc, "anchors": anchors}
@@ -210,9 +216,12 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.S
         n = n_ = max(round(n * gd), 1) if n > 1 else n
 
         if spec.channels is Channels.KEEP and isinstance(f, int):
-            args, nums = strip_channel_args(spec, args, ch[f], ch0[f], widths, where)
-            if nums:
-                dropped[i] = (str(m_name), nums)
+            if not lenient:
+                args, nums = strip_channel_args(spec, args, ch0[f])
+                if nums:
+                    dropped[i] = (str(m_name), nums)
+                    _set_row(d, i, [row[0], row[1], m_name, list(row[3])[len(nums):]])  # the normalised form
+            check_block_args(spec, args, ch[f], ch0[f], widths, where, lenient)
         args, c2, c20, n = _layer_args(spec, args, froms, n, ch, ch0, d, no, where)
         try:
             m_ = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
@@ -232,6 +241,15 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool) -> tuple[nn.S
         ch0.append(c20)
     log_dropped_channels(src, dropped)
     return nn.Sequential(*layers), sorted(set(save))
+
+
+def _set_row(d: dict, i: int, row: list) -> None:
+    """Replace layer `i` (counted over backbone + head) of the YAML dict `d`."""
+    nb = len(d["backbone"])
+    if i < nb:
+        d["backbone"][i] = row
+    else:
+        d["head"][i - nb] = row
 
 
 def _layer_args(spec, args: list, froms: list[int], n: int, ch: list[int], ch0: list[int], d: dict, no: int,
@@ -308,7 +326,11 @@ class DetectionModel(nn.Module):
     """A YOLOv5 detector built from a YAML file or dict."""
 
     def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
-                 anchors: list | None = None, verbose: bool = False):
+                 anchors: list | None = None, verbose: bool = False, lenient: bool = False):
+        """`cfg`: a YAML path or name, or a YAML dict. `self.yaml` is its normalised form (blog-style
+        channel counts removed), which checkpoints store. `lenient`: rebuild a checkpoint's model as
+        it was trained (arguments literal, graph findings as warnings, see :mod:`models.graph_check`).
+        Raises ModelConfigError naming the file and layer for a YAML that cannot be built."""
         super().__init__()
         self.yaml = load_cfg(cfg)
         self.yaml_file = self.yaml.get("yaml_file", "<dict>")
@@ -319,7 +341,9 @@ class DetectionModel(nn.Module):
             self.yaml["nc"] = nc
         if anchors:
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
-        self.model, self.save = parse_model(copy.deepcopy(self.yaml), ch=[ch], verbose=verbose)
+        d = copy.deepcopy(self.yaml)
+        self.model, self.save = parse_model(d, ch=[ch], verbose=verbose, lenient=lenient)
+        self.yaml["backbone"], self.yaml["head"] = d["backbone"], d["head"]
         self.names = [str(i) for i in range(self.yaml.get("nc", 80))]
         self.inplace = self.yaml.get("inplace", True)
 
@@ -338,7 +362,7 @@ class DetectionModel(nn.Module):
         else:
             self.stride = torch.tensor([32.0])
         check_graph(self.yaml["backbone"] + self.yaml["head"], self.yaml_file, sizes,
-                    rebuild=lambda rows: _layer_sizes(self.yaml, rows))
+                    rebuild=lambda rows: _layer_sizes(self.yaml, rows), lenient=lenient)
         initialize_weights(self)
 
     @property

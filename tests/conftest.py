@@ -103,6 +103,9 @@ def log_warnings():
         def emit(self, record):
             self.lines.append(record.getMessage())
 
+    from models.graph_check import reset_warnings
+
+    reset_warnings()  # warnings given once per run: each test starts a new "run"
     h = _Collect()
     LOGGER.addHandler(h)
     yield h.lines

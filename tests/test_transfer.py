@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from models.graph_check import abs_froms
 from models.transfer import align_layers, load_pretrained, transfer_weights
@@ -307,3 +308,28 @@ def test_block_feeding_detect_keeps_the_pretrained_map(base_record, coco128, tmp
                                                    save_dir=tmp_path, plots=False)
         scores.append((map50, map5095))
     assert scores[0] == scores[1] and scores[0][0] > 0.3, scores
+
+
+def test_scale_hint_names_only_configs_that_resolve(base_record, tmp_path, log_warnings):
+    """A config outside models/ (yolov5s_mine.yaml, not a shipped name): no --cfg it cannot find;
+    the multiples to set and the weights that fit instead. A shipped one: its other scale, which resolves."""
+    from models.transfer import scale_mismatch
+    from models.yolo import resolve_cfg
+
+    d = load_cfg("yolov5s_CBAM.yaml")
+    d["head"][0] = [-1, 1, "Conv", [256, 1, 1]]  # a head of its own: no other-scale twin under models/
+    path = tmp_path / "yolov5s_mine.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in d.items() if k != "yaml_file"}, sort_keys=False))
+    msg = scale_mismatch(base_record["yaml"], DetectionModel(path).yaml, "yolov5n.pt", path.name)
+    assert "--cfg" not in msg
+    assert msg.endswith("Use --weights yolov5s.pt for this config, or set depth_multiple and width_multiple in "
+                        "yolov5s_mine.yaml to the weights' values, 0.33 and 0.25.")
+    with pytest.raises(FileNotFoundError):
+        resolve_cfg("yolov5n_mine.yaml")
+    own = tmp_path / "yolov5s_CBAM.yaml"  # a shipped name, another architecture: its twin does not fit either
+    own.write_text(path.read_text())
+    assert "--cfg" not in scale_mismatch(base_record["yaml"], DetectionModel(own).yaml, "yolov5n.pt", own.name)
+    shipped = scale_mismatch(base_record["yaml"], DetectionModel("yolov5s_CBAM.yaml").yaml, "yolov5n.pt",
+                             "yolov5s_CBAM.yaml")
+    assert "--cfg yolov5n_CBAM.yaml for these weights" in shipped
+    assert resolve_cfg("yolov5n_CBAM.yaml").is_file()

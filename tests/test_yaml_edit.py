@@ -131,3 +131,22 @@ def test_user_yaml_with_custom_head(tmp_path, log_warnings):
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         torch.testing.assert_close(dst.eval()(x)[0], src(x)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", ["--replace-c3", "--in-c3"])
+def test_c3_edit_on_a_yaml_without_c3_is_refused(tmp_path, log_warnings, flag):
+    """A backbone without C3 layers (here: plain Convs): the edit must not silently do nothing."""
+    d = load_cfg("yolov5n.yaml")
+    d["backbone"] = [[f, n, "Conv", [a[0], 3, 1]] if m == "C3" else [f, n, m, a] for f, n, m, a in d["backbone"]]
+    cfg = tmp_path / "noc3.yaml"
+    cfg.write_text(yaml.safe_dump({k: v for k, v in d.items() if k != "yaml_file"}, sort_keys=False))
+    out = tmp_path / "out.yaml"
+    with pytest.raises(SystemExit) as e:
+        main(["--cfg", str(cfg), flag, "SE", "--save", str(out)])
+    assert e.value.code == 2 and not out.exists()
+    (err,) = log_warnings
+    assert f"noc3.yaml: {flag} SE: the backbone has no C3 layer, so there is nothing to change" in err
+    assert f"{flag} SE@I,J" in err and "--insert SE@K" in err
+    edited = edit_cfg(cfg, **{flag[2:].replace("-", "_"): ["SE@20"]})  # a head C3 named explicitly
+    assert [r[2] for r in edited["head"]].count("C3") == 3
+    assert edited["head"][20 - 10][2] == ("SE" if flag == "--replace-c3" else "C3SE")

@@ -16,6 +16,7 @@ The project's own checkpoints hold only plain containers and tensors, so that
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import pickle
@@ -153,21 +154,59 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def model_from_record(record: dict, source: str = "checkpoint", nc: int | None = None) -> nn.Module:
-    """Rebuild a DetectionModel from its YAML and load the record's weights (fp32)."""
+    """Rebuild a DetectionModel from its YAML and load the record's weights (fp32).
+
+    The model is rebuilt *as it was trained*: leniently (YAML arguments literal, graph-check
+    findings logged as warnings, see :mod:`models.graph_check`), so checkpoints written under
+    older rules still load. A checkpoint whose YAML still holds blog-style channel counts that
+    its weights were built without (written between the channel-count rule and the normalised
+    YAML) is rebuilt with them dropped, with a warning. Raises CheckpointError naming `source`
+    and the layer when the config cannot be built or the weights do not fit it.
+    """
     from models.yolo import DetectionModel, ModelConfigError
 
     try:
-        model = DetectionModel(record["yaml"], nc=nc)
+        model = DetectionModel(record["yaml"], nc=nc, lenient=True)
     except ModelConfigError as e:
         raise CheckpointError(f"{source}: its model config cannot be built here: {e}") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{source}: weights do not fit the model built from its config "
-                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    misfit = weights_misfit(model, sd)
+    if misfit:
+        with contextlib.suppress(ModelConfigError):
+            normalised = DetectionModel(record["yaml"], nc=nc)
+            if weights_misfit(normalised, sd) is None:
+                LOGGER.warning(f"WARNING: {source}: its weights fit the config with the blog-style channel counts "
+                               "dropped (a checkpoint written before model YAMLs were stored normalised); rebuilt so")
+                model, misfit = normalised, None
+    if misfit:
+        raise CheckpointError(f"{source}: weights do not fit the model built from its config: {misfit}")
+    model.load_state_dict(sd)
     if record.get("names"):
         model.names = list(record["names"])
     return model
+
+
+def weights_misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
+    """None when `sd` loads into `model` exactly; otherwise what differs, by layer, e.g.
+    ``layer 9 (CBAM): model.9.mlp.0.weight is (1, 1024, 1, 1) in the file, (64, 1024, 1, 1) in the model``.
+    Keys without a layer index are named as they are. Gates missing from older files are fine."""
+    own = model.state_dict()
+    layers = getattr(model, "model", None)
+
+    def where(k: str) -> str:
+        m = re.match(r"^model\.(\d+)\.", k)
+        if m and layers is not None and int(m.group(1)) < len(layers):
+            i = int(m.group(1))
+            return f"layer {i} ({getattr(layers[i], 'type', type(layers[i]).__name__)}): {k}"
+        return k
+
+    shape = [f"{where(k)} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+             for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    missing = [where(k) for k in own if k not in sd and not k.endswith("gate")]
+    unexpected = [where(k) for k in sd if k not in own]
+    parts = shape[:3] + [f"missing {x}" for x in missing[:3]] + [f"unexpected {x}" for x in unexpected[:3]]
+    extra = len(shape) + len(missing) + len(unexpected) - len(parts)
+    return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "") if parts else None
 
 
 def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bool = True,

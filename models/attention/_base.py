@@ -23,6 +23,7 @@ Parameter counts therefore are "paper formula + 1" for every block (see the test
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator
 
@@ -40,6 +41,45 @@ class AttentionBlock(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.gate = nn.Parameter(torch.ones(1))
+
+    # Options validated by check_args: a reduction ratio divides the width (hidden width C // r,
+    # so 1 <= r < C), a group count splits it (1 <= g <= C). Names absent from __init__ are ignored.
+    ratio_args: tuple[str, ...] = ("r",)
+    group_args: tuple[str, ...] = ()
+
+    @classmethod
+    def check_args(cls, c1: int, *args) -> list[str]:
+        """Validate a YAML's options for this block on `c1` input channels (``cls(c1, *args)``).
+
+        Raises ValueError saying what is wrong: more options than ``__init__`` takes, a
+        non-integer for an ``int`` option, a reduction ratio >= `c1` (a hidden width of 1)
+        or < 1, a group count > `c1`. Returns notes on usable but unusual values (a hidden
+        width below 4 from a ratio other than the default).
+        """
+        sig = inspect.signature(cls.__init__)
+        names = list(sig.parameters)[2:]  # after self, c1
+        try:
+            bound = sig.bind(None, c1, *args)
+        except TypeError:
+            raise ValueError(f"{cls.__name__} takes at most {len(names)} option(s) ({', '.join(names)}), "
+                             f"got {len(args)}") from None
+        notes = []
+        for name in names[:len(args)]:
+            v, p = bound.arguments[name], sig.parameters[name]
+            if v is None:
+                continue
+            if str(p.annotation).startswith("int") and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"option {name}={v!r} must be an integer (default {p.default})")
+            if name in cls.ratio_args and not 1 <= v < c1:
+                raise ValueError(f"option {name}={v} is a reduction ratio (hidden width {c1} // {name}): it must be "
+                                 f"1..{c1 - 1} for this layer's {c1} channels (default {p.default})")
+            if name in cls.group_args and not 1 <= v <= c1:
+                raise ValueError(f"option {name}={v} is a group count: it must be 1..{c1} for this layer's "
+                                 f"{c1} channels (default {p.default})")
+            if name in cls.ratio_args and v != p.default and c1 // v < 4:
+                notes.append(f"reduction ratio {name}={v} leaves a hidden width of {c1 // v} of {c1} channels "
+                             f"(default {p.default})")
+        return notes
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

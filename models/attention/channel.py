@@ -94,6 +94,8 @@ class SK(AttentionBlock):
     uses the running statistics (:class:`PooledBatchNorm`).
     """
 
+    group_args = ("g",)
+
     def __init__(self, c1: int, m: int = 2, g: int = 32, r: int = 16, l: int = 32):  # noqa: E741
         super().__init__()
         self.m = m

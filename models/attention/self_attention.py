@@ -165,6 +165,8 @@ class MHSA(AttentionBlock):
     O((HW)^2) time, O(heads * chunk * HW) memory at inference.
     """
 
+    group_args = ("heads",)
+
     def __init__(self, c1: int, heads: int = 4, max_rel: int = 31):
         super().__init__()
         self.heads = fit_groups(c1, heads)
@@ -245,6 +247,8 @@ class CoT(AttentionBlock):
     Parameters with ``g`` groups, ``e = 2C // r``, ``m = C / share`` heads:
     ``(9*C*C/g + 2*C) + (C*C + 2*C) + (2*C*e + 2*e) + (e*9*m + 9*m)``. Any size.
     """
+
+    group_args = ("g", "share")
 
     def __init__(self, c1: int, k: int = 3, g: int = 4, r: int = 4, share: int = 8):
         super().__init__()

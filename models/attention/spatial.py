@@ -195,6 +195,8 @@ class ShuffleAttention(AttentionBlock):
     ``c' = C / (2G)``: ``6*c'``. Needs an even C. Any size.
     """
 
+    group_args = ("g",)
+
     def __init__(self, c1: int, g: int = 64):
         super().__init__()
         self.g = fit_groups(c1, g, multiple=2)
@@ -226,6 +228,8 @@ class EMA(AttentionBlock):
     other branch's per-position features; the sum gives one spatial map per group, sigmoid,
     scale. Parameters: ``(cg*cg + cg) + (9*cg*cg + cg) + 2*cg``. Any size.
     """
+
+    group_args = ("factor",)
 
     def __init__(self, c1: int, factor: int = 32):
         super().__init__()
@@ -261,6 +265,8 @@ class SGE(AttentionBlock):
     std 1, biased std + eps), ``a = scale * c + shift`` (per-group, 0 and 1 at init),
     ``x * sigmoid(a)``. Parameters: ``2*G``. Any size (at 1x1 the normalised map is 0).
     """
+
+    group_args = ("groups",)
 
     def __init__(self, c1: int, groups: int = 64, eps: float = 1e-5):
         super().__init__()
