@@ -86,9 +86,9 @@ class Detect(nn.Module):
             return cached
         yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
                                 torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
-        grid = (torch.stack((xv, yv), 2) - 0.5).view(1, 1, ny, nx, 2).expand(1, self.na, ny, nx, 2)
+        # broadcast shapes, not expanded copies: the same sums, and a graph OpenVINO accepts for any batch
+        grid = (torch.stack((xv, yv), 2) - 0.5).view(1, 1, ny, nx, 2)
         anchor_grid = (self.anchors[i] * self.stride[i]).to(like.dtype).view(1, self.na, 1, 1, 2)
-        anchor_grid = anchor_grid.expand(1, self.na, ny, nx, 2)
         self._grids[i] = (grid, anchor_grid)
         return grid, anchor_grid
 
