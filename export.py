@@ -14,6 +14,7 @@ The exported graph returns the decoded predictions ``(batch, boxes, 5 + nc)``; N
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 import warnings
@@ -65,7 +66,7 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, meta: dic
     """Trace `model` on `im` and save it with the metadata as the extra file config.txt."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        ts = torch.jit.trace(_Decoded(_fresh(model)), im, strict=False, check_trace=False)
+        ts = torch.jit.trace(_Decoded(_fresh(model)).eval(), im, strict=False, check_trace=False)
     ts.save(str(file), _extra_files={TORCHSCRIPT_META: metadata_json(meta)})
     return file
 
@@ -79,11 +80,12 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     import onnx
 
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "boxes"}} if dynamic else None
+    buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Decoded(_fresh(model)), (im,), str(file), opset_version=opset, dynamo=False,
+        torch.onnx.export(_Decoded(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
                           input_names=["images"], output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
-    proto = onnx.load(str(file))
+    proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)
     if simplify:
         import onnxslim
@@ -116,7 +118,7 @@ def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = Fal
     quantization on the images of dataset `data`). The metadata goes into the model's rt_info."""
     import openvino as ov
 
-    ov_model = ov.convert_model(str(onnx_file))
+    ov_model = ov.Core().read_model(str(onnx_file))  # the ONNX frontend; convert_model adds seconds of overhead
     if int8:
         ov_model = _quantize(ov_model, meta, data)
     ov_model.set_rt_info(metadata_json(meta), [META_KEY])
