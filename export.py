@@ -132,8 +132,6 @@ def _quantize(ov_model, meta: dict, data: str | Path | None):
     """NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations)."""
     import nncf
 
-    if not data:
-        raise ExportError("--int8 needs --data: a dataset YAML whose validation images calibrate the quantizer")
     size = meta["imgsz"][0]
     images = list(calibration_images(data, size, meta["stride"]))
     if not images:
@@ -141,6 +139,17 @@ def _quantize(ov_model, meta: dict, data: str | Path | None):
     LOGGER.info(f"INT8: calibrating on {len(images)} images of {data} at {size}")
     return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
                          subset_size=len(images))
+
+
+def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:
+    """ExportError for options that cannot work together, before any model is loaded."""
+    unknown = set(include) - set(FORMATS)
+    if unknown:
+        raise ExportError(f"--include {sorted(unknown)}: unknown format; choose from {', '.join(FORMATS)}")
+    if (half or int8) and "openvino" not in include:
+        raise ExportError("--half and --int8 apply to the OpenVINO export; add openvino to --include")
+    if int8 and not data:
+        raise ExportError("--int8 needs --data: a dataset YAML whose validation images calibrate the quantizer")
 
 
 def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx",), imgsz=(640, 640),
@@ -151,11 +160,7 @@ def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx
 
     Returns {format: written path}. Raises ExportError for an unknown format or bad options.
     """
-    unknown = set(include) - set(FORMATS)
-    if unknown:
-        raise ExportError(f"--include {sorted(unknown)}: unknown format; choose from {', '.join(FORMATS)}")
-    if (half or int8) and "openvino" not in include:
-        raise ExportError("--half and --int8 apply to the OpenVINO export; add openvino to --include")
+    check_options(include, half, int8, data)
     stride = int(model.stride.max())
     imgsz = tuple(check_img_size(list(imgsz), s=stride))
     device = select_device(device, verbose=False)
@@ -190,6 +195,7 @@ def run(weights: str | Path = ROOT / "yolov5s.pt", include: tuple[str, ...] = ("
         simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
         data: str | Path | None = None, device: str = "cpu") -> dict[str, Path]:
     """Load a `.pt` checkpoint and export it (see :func:`export_model`); files go beside the weights."""
+    check_options(tuple(include), half, int8, data)
     dev = select_device(device)
     model = load_model(weights, dev, fuse=True)
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
