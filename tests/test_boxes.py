@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xywhn2xyxy, xyxy2xywh, xyxy2xywhn
 from utils.data.augment import letterbox
@@ -71,3 +72,31 @@ def test_letterbox_and_scale_boxes_invert_each_other():
     r = ratio[0]
     boxed = torch.tensor([[100 * r + dw, 200 * r + dh, 400 * r + dw, 900 * r + dh]])
     torch.testing.assert_close(scale_boxes((640, 640), boxed, (1080, 810)), box, atol=1e-3, rtol=0)
+
+
+def test_nms_batch_and_max_det_cut_match_a_full_per_image_pass():
+    """The batched, chunked NMS keeps exactly the best `max_det` of a full pass, image by image, and
+    the same boxes as one greedy pass per class written out in plain torch."""
+    torch.manual_seed(0)
+    p = torch.rand(3, 3000, 12)
+    p[..., :2] *= 300
+    p[..., 2:4] = p[..., 2:4] * 60 + 5
+    p[1, :, 4] = 0  # an image without candidates
+    cut = non_max_suppression(p, 0.001, 0.6, multi_label=True, max_det=50)
+    full = non_max_suppression(p, 0.001, 0.6, multi_label=True, max_det=100_000)
+    assert len(cut[1]) == 0 and len(cut[0]) == len(cut[2]) == 50
+    for i in (0, 2):
+        torch.testing.assert_close(cut[i], full[i][:50])
+        torch.testing.assert_close(non_max_suppression(p[i:i + 1], 0.001, 0.6, multi_label=True, max_det=50)[0], cut[i])
+    q = p[:1, :400]
+    det = non_max_suppression(q, 0.001, 0.6, multi_label=True, max_det=60)[0]
+    for c in range(7):  # greedy NMS by hand, class by class
+        s = q[0, :, 4] * q[0, :, 5 + c]
+        boxes, scores = xywh2xyxy(q[0, :, :4])[s > 0.001], s[s > 0.001]
+        boxes = boxes[scores.argsort(descending=True)]
+        keep: list[int] = []
+        for j in range(len(boxes)):
+            if not keep or torchvision.ops.box_iou(boxes[j:j + 1], boxes[keep]).max() <= 0.6:
+                keep.append(j)
+        got = det[det[:, 5] == c, :4]
+        torch.testing.assert_close(got, boxes[keep][:len(got)])
