@@ -189,3 +189,16 @@ def test_export_cli_errors(weights_n, tmp_path):
     assert export.main(["--weights", str(pt), "--include", "onnx", "--int8"]) == 2
     assert export.main(["--weights", str(pt), "--include", "openvino", "--int8", "--imgsz", "64"]) == 2  # no --data
     assert not list(tmp_path.glob("m_*openvino_model"))
+
+
+def test_compare_measures_an_exported_model(tmp_path):
+    """compare.py takes a model file where a config goes: the ONNX file is timed, its YAML counted."""
+    import compare
+    from models.yolo import DetectionModel
+
+    model = DetectionModel("yolov5n.yaml").eval().fuse()
+    onnx_file = export.export_model(model, tmp_path / "tiny", ("onnx",), imgsz=(64, 64))["onnx"]
+    cost = compare.measure_cost(str(onnx_file), 320, threads=1, runs=2)
+    assert cost["params"] == sum(p.numel() for p in DetectionModel("yolov5n.yaml").parameters())
+    assert cost["cpu_ms"] > 0 and cost["gflops"] > 0
+    assert compare.run_key("cost", str(onnx_file), {"imgsz": 64}) == compare.run_key("cost", str(onnx_file), {"imgsz": 64})
