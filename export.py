@@ -113,14 +113,14 @@ def calibration_images(data: str | Path, imgsz: int, stride: int, n: int = 300):
 
 
 def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = False, int8: bool = False,
-                    data: str | Path | None = None) -> Path:
+                    data: str | Path | None = None, head_index: int | None = None) -> Path:
     """ONNX -> OpenVINO IR in `out_dir` (FP32, FP16 weights with `half`, or INT8 by NNCF post-training
     quantization on the images of dataset `data`). The metadata goes into the model's rt_info."""
     import openvino as ov
 
     ov_model = ov.Core().read_model(str(onnx_file))  # the ONNX frontend; convert_model adds seconds of overhead
     if int8:
-        ov_model = _quantize(ov_model, meta, data)
+        ov_model = _quantize(ov_model, meta, data, head_index)
     ov_model.set_rt_info(metadata_json(meta), [META_KEY])
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / (out_dir.name.split("_int8_openvino_model")[0].split("_openvino_model")[0] + ".xml")
@@ -128,7 +128,7 @@ def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = Fal
     return out_dir
 
 
-def _quantize(ov_model, meta: dict, data: str | Path | None):
+def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | None):
     """NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations)."""
     import nncf
 
@@ -137,8 +137,11 @@ def _quantize(ov_model, meta: dict, data: str | Path | None):
     if not images:
         raise ExportError(f"--data {data}: no validation images found for INT8 calibration")
     LOGGER.info(f"INT8: calibrating on {len(images)} images of {data} at {size}")
+    # the Detect layer stays in floating point: its decoding (sigmoid, grid offsets, anchor sizes in
+    # pixels) spans values from 0 to the image size, which 8 bits cannot hold without moving boxes
+    head = rf".*/model\.{head_index}/.*"
     return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                         subset_size=len(images))
+                         subset_size=len(images), ignored_scope=nncf.IgnoredScope(patterns=[head], validate=False))
 
 
 def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:
@@ -176,10 +179,11 @@ def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx
     if "openvino" in include:
         ov_dir = stem.parent / f"{stem.name}{'_int8' if int8 else ''}_openvino_model"
         ov_meta = {**meta, "precision": "int8" if int8 else "fp16" if half else "fp32"}
+        quant = {"head_index": len(model.model) - 1} if int8 else {}
         with tempfile.TemporaryDirectory() as tmp:
             onnx_file = out.get("onnx") or export_onnx(model, im, Path(tmp) / f"{stem.name}.onnx", meta, opset,
                                                        dynamic, simplify)
-            out["openvino"] = export_openvino(onnx_file, ov_dir, ov_meta, half, int8, data)
+            out["openvino"] = export_openvino(onnx_file, ov_dir, ov_meta, half, int8, data, **quant)
     for fmt, path in out.items():
         LOGGER.info(f"{fmt}: saved {path} ({_size_mb(path):.1f} MB)")
     return out
