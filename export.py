@@ -137,11 +137,13 @@ def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | N
     if not images:
         raise ExportError(f"--data {data}: no validation images found for INT8 calibration")
     LOGGER.info(f"INT8: calibrating on {len(images)} images of {data} at {size}")
-    # the Detect layer stays in floating point: its decoding (sigmoid, grid offsets, anchor sizes in
-    # pixels) spans values from 0 to the image size, which 8 bits cannot hold without moving boxes
+    # Convolutions (weights and inputs) become INT8. Kept in floating point: the Detect layer, whose
+    # decoding (sigmoid, grid offsets, anchor sizes in pixels) spans 0 to the image size, and the
+    # elementwise products (SiLU = x * sigmoid(x), attention gates), whose quantized inputs cost mAP.
     head = rf".*/model\.{head_index}/.*"
+    ignored = nncf.IgnoredScope(patterns=[head], types=["Multiply", "Sigmoid"], validate=False)
     return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                         subset_size=len(images), ignored_scope=nncf.IgnoredScope(patterns=[head], validate=False))
+                         subset_size=len(images), fast_bias_correction=False, ignored_scope=ignored)
 
 
 def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:

@@ -202,3 +202,23 @@ def test_compare_measures_an_exported_model(tmp_path):
     assert cost["params"] == sum(p.numel() for p in DetectionModel("yolov5n.yaml").parameters())
     assert cost["cpu_ms"] > 0 and cost["gflops"] > 0
     assert compare.run_key("cost", str(onnx_file), {"imgsz": 64}) == compare.run_key("cost", str(onnx_file), {"imgsz": 64})
+
+
+def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
+    """--int8 calibrates on the dataset's images: convolutions quantized, outputs near FP32's.
+    (The mAP check on all of coco128 at 640 is in benchmarks/export_formats.py.)"""
+    import openvino as ov
+
+    model = export.load_model(weights_n, "cpu")
+    files = export.export_model(model, tmp_path / "q", ("openvino",), imgsz=(128, 128), int8=True, data=coco_subset)
+    assert files["openvino"].name == "q_int8_openvino_model"
+    b = load_backend(files["openvino"])
+    assert b.meta["precision"] == "int8" and (b.imgsz, b.dynamic) == ((128, 128), False)
+    ops = [op.get_type_name() for op in ov.Core().read_model(str(files["openvino"] / "q.xml")).get_ops()]
+    assert ops.count("FakeQuantize") >= 2 * 50  # the weights and the input of every convolution
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        want = model(x)[0]
+    got = b(x)
+    assert (got[..., 4] - want[..., 4]).abs().mean() < 0.02  # objectness
+    assert (got[..., :4] - want[..., :4]).abs().median() < 2  # box pixels
