@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.yolo import DecodedOutput  # noqa: E402
 from utils.backends import META_KEY, TORCHSCRIPT_META, metadata_json  # noqa: E402
 from utils.checkpoint import CheckpointError, load_model  # noqa: E402
 from utils.cli import check_img_size, parse_imgsz, print_args  # noqa: E402
@@ -38,17 +39,6 @@ FORMATS = ("torchscript", "onnx", "openvino")
 
 class ExportError(RuntimeError):
     """An export that cannot be done; the message names the model and what to change."""
-
-
-class _Decoded(nn.Module):
-    """The model with only the decoded predictions as output (the raw maps are for training)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
 
 
 def export_metadata(model: nn.Module, imgsz: tuple[int, int], batch: int, dynamic: bool, **extra) -> dict:
@@ -66,7 +56,7 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, meta: dic
     """Trace `model` on `im` and save it with the metadata as the extra file config.txt."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        ts = torch.jit.trace(_Decoded(_fresh(model)).eval(), im, strict=False, check_trace=False)
+        ts = torch.jit.trace(DecodedOutput(_fresh(model)).eval(), im, strict=False, check_trace=False)
     ts.save(str(file), _extra_files={TORCHSCRIPT_META: metadata_json(meta)})
     return file
 
@@ -83,7 +73,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Decoded(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
+        torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
                           input_names=["images"], output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load_from_string(buf.getvalue())
     onnx.checker.check_model(proto)

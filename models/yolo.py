@@ -366,6 +366,18 @@ class DetectionModel(nn.Module):
 
 
 Model = DetectionModel  # the name older YOLOv5 code and checkpoints use
+
+
+class DecodedOutput(nn.Module):
+    """A detector in eval mode with only its decoded predictions ``(batch, boxes, 5 + nc)`` as output
+    (the raw maps are for training): what export.py traces and Grad-CAM differentiates."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
 if __name__ != "__main__":  # run as a script, this file is imported again as models.yolo
     register("Detect", Detect, Channels.DETECT)
 
