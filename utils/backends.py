@@ -182,6 +182,8 @@ class OnnxBackend(Backend):
             providers.insert(0, "CUDAExecutionProvider")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
+        # no busy-waiting between runs: the NMS and pre-processing that follow need the cores
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001
