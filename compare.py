@@ -1,6 +1,7 @@
 """Compare model configs: cost (parameters, GFLOPs, latency, memory) and, if asked, accuracy.
 
     # cost only, every C3-embedded attention variant against the baseline, at 640
+    # (model files work too: best.pt, best.onnx, best_openvino_model/, best.torchscript)
     python compare.py --cfg yolov5s.yaml 'models/attention/configs/yolov5s_C3*.yaml' --imgsz 640
 
     # plus short fine-tuning runs from official weights, 2 seeds each
@@ -80,10 +81,20 @@ def expand_cfgs(items: list[str]) -> list[str]:
     return out
 
 
+def is_model_file(cfg: str) -> bool:
+    """A checkpoint or exported model (`best.pt`, `best.onnx`, `best_openvino_model/`, ...) rather than a YAML."""
+    from utils.backends import BACKENDS, format_key
+
+    return format_key(cfg) in BACKENDS
+
+
 def _cfg_identity(cfg: str) -> str:
     """The config's name and a digest of its text: an edited YAML is measured again."""
     from models.yolo import resolve_cfg
 
+    if is_model_file(cfg):  # a model file: its name, size and modification time
+        st = Path(cfg).stat()
+        return f"{Path(cfg).name}:{st.st_size}:{int(st.st_mtime)}"
     path = resolve_cfg(cfg)
     text = path.read_text()
     if path.stem != Path(cfg).stem:  # scale letter taken from the name (yolov5n_X from yolov5s_X)
@@ -163,9 +174,10 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
 
     try:
         torch.set_num_threads(threads)
-        model = DetectionModel(cfg, nc=nc).eval()
+        fused, yaml_cfg, imgsz = _runner(cfg, imgsz, nc)
+        model = DetectionModel(yaml_cfg, nc=nc).eval()
         params = sum(p.numel() for p in model.parameters())
-        fused = copy.deepcopy(model).fuse()
+        fused = fused or copy.deepcopy(model).fuse()
         x = torch.rand(1, 3, imgsz, imgsz)
         _reset_peak_rss()
         rss0 = _rss_kb()
@@ -180,7 +192,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
         gflops = count_flops(model, imgsz)  # after timing: its own copies must not inflate the peak
         model = fused
         gpu_ms = None
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and isinstance(model, torch.nn.Module):
             m, xg = model.cuda(), x.cuda()
             gt = []
             with torch.inference_mode():
@@ -196,6 +208,22 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
         q.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def _runner(cfg: str, imgsz: int, nc: int | None):
+    """What to time for `cfg`: (None, the YAML, imgsz) for a config, which is built and fused; for a
+    model file, its utils/backends.py backend, the model YAML stored in it and the size it takes."""
+    if not is_model_file(cfg):
+        return None, cfg, imgsz
+    from utils.backends import load_backend
+
+    backend = load_backend(cfg, "cpu")
+    if nc is not None and nc != backend.nc:
+        raise ValueError(f"{cfg} has {backend.nc} classes, not --nc {nc}")
+    if not backend.dynamic and backend.imgsz != (imgsz, imgsz):
+        LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}")
+        imgsz = backend.imgsz[0]
+    return backend, backend.meta["yaml"], imgsz
 
 
 def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None) -> dict:

@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.backends import load_backend  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
-from utils.checkpoint import CheckpointError, load_model  # noqa: E402
+from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import check_img_size, increment_path, parse_imgsz, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
@@ -46,9 +47,9 @@ NO_SOURCE = ("no --source given: pass what to run on, e.g. --source path/to/imag
 
 
 def preprocess(im0: np.ndarray, imgsz: tuple[int, int], stride: int, device: torch.device,
-               half: bool = False) -> torch.Tensor:
-    """BGR HWC uint8 -> letterboxed RGB 1x3xHxW float in [0, 1] on `device`."""
-    im = letterbox(im0, imgsz, stride=stride, auto=True)[0]
+               half: bool = False, auto: bool = True) -> torch.Tensor:
+    """BGR HWC uint8 -> letterboxed RGB 1x3xHxW float in [0, 1] on `device` (exactly `imgsz` unless `auto`)."""
+    im = letterbox(im0, imgsz, stride=stride, auto=auto)[0]
     im = np.ascontiguousarray(im.transpose(2, 0, 1)[::-1])
     t = torch.from_numpy(im).to(device)
     t = t.half() if half else t.float()
@@ -109,14 +110,14 @@ def run(
     save_img = not nosave
     dev = select_device(device)
     half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
-    model = load_model(weights, dev)
-    if half:
-        model.half()
-    if dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
-    stride = int(model.stride.max())
-    names = _class_names(model, data)
+    model = load_backend(weights, dev, half=half)
+    stride, names, half = model.stride, _class_names(model, data), model.fp16
     imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
+    if not model.dynamic:
+        if tuple(imgsz) != model.imgsz:
+            LOGGER.info(f"{weights} is a fixed-shape export: letterboxing to its {model.imgsz[0]}x{model.imgsz[1]}, "
+                        f"not --imgsz {imgsz[0]} {imgsz[1]} (export with --dynamic for free sizes)")
+        imgsz = model.imgsz
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     skipped: list[Skipped] = []
     frames = iter_frames(source, vid_stride=vid_stride, skipped=skipped)
@@ -138,11 +139,9 @@ def run(
         stem = rel.stem + (f"_{fr.frame}" if fr.is_video else "")
         out_base = rel.parent / stem  # relative to the run folder (and to its labels/ and crops/<class>/)
         t0 = time_sync()
-        im = preprocess(fr.image, imgsz, stride, dev, half)
-        if dev.type == "cpu":
-            im = im.contiguous(memory_format=torch.channels_last)
+        im = preprocess(fr.image, imgsz, stride, dev, half, auto=model.dynamic)
         t1 = time_sync()
-        with _features(visualize, model, save_dir / out_base):
+        with _features(visualize, getattr(model, "model", model), save_dir / out_base):
             pred = model(im, augment=augment)
         t2 = time_sync()
         det = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)[0]

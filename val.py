@@ -24,8 +24,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils import coco  # noqa: E402
+from utils.backends import load_backend  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.checkpoint import CheckpointError, load_model  # noqa: E402
+from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import check_img_size, increment_path, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
@@ -140,6 +141,20 @@ def _names_list(names, nc: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def _backend_input(backend, imgsz: int, batch_size: int) -> tuple[int, int]:
+    """Image size and batch size a loaded model file takes: a fixed-shape export imposes its own."""
+    if backend.dynamic:
+        return check_img_size(imgsz, s=max(backend.stride, 32)), batch_size
+    h, w = backend.imgsz
+    if h != w:
+        raise ValueError(f"{backend.path} was exported for {h}x{w} inputs; val.py letterboxes to squares: "
+                         "export it with a square --imgsz or with --dynamic")
+    if (h, backend.batch) != (imgsz, batch_size):
+        LOGGER.info(f"{backend.path} is a fixed-shape export: validating at its {h}x{w}, batch {backend.batch}, "
+                    f"square letterboxed images (not --img {imgsz} rectangular batches; export with --dynamic for those)")
+    return h, backend.batch
+
+
 def run(
     data: str | Path | dict,
     weights: str | Path | list | None = None,
@@ -190,18 +205,13 @@ def run(
     else:
         device = select_device(device, batch_size=batch_size)
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # made once model and data are ready
-        model = load_model(weights[0] if isinstance(weights, (list, tuple)) else weights, device, fuse=True)
+        model = load_backend(weights[0] if isinstance(weights, (list, tuple)) else weights, device, half=half)
         was_training = False
-        stride = int(max(model.stride.max().item(), 32))
-        imgsz = check_img_size(imgsz, s=stride)
-        half = bool(half) and device.type == "cuda"
-        if half:
-            model.half()
-        if device.type == "cpu":
-            model.to(memory_format=torch.channels_last)
+        imgsz, batch_size = _backend_input(model, imgsz, batch_size)
         data = _load_data(data)
 
-    model.eval()
+    if training:
+        model.eval()
     cuda = device.type == "cuda"
     nc = 1 if single_cls else int(data["nc"])
     names = ["item"] if single_cls else _names_list(data.get("names") or getattr(model, "names", None), nc)
@@ -213,12 +223,12 @@ def run(
     if dataloader is None:
         if task == "speed":
             conf_thres, iou_thres, save_json, save_txt, plots = 0.25, 0.45, False, False, False
-        pad, rect = (0.0, False) if task == "speed" else (0.5, True)
+        pad, rect = (0.0, False) if task == "speed" or not getattr(model, "dynamic", True) else (0.5, True)
         split = task if task in ("train", "val", "test") else "val"
         if not data.get(split):
             raise ValueError(f"the dataset has no '{split}' split")
-        dataloader = _build_dataloader(data, split, imgsz, batch_size, int(model.stride.max()), single_cls,
-                                       pad, rect, workers)
+        gs = int(torch.as_tensor(model.stride).max())
+        dataloader = _build_dataloader(data, split, imgsz, batch_size, gs, single_cls, pad, rect, workers)
 
     save_dir.mkdir(parents=True, exist_ok=True)
     label_name = _label_namer(dataloader) if save_txt else None
@@ -233,10 +243,10 @@ def run(
     seen = 0
     shape_seen = None
     amp = torch.autocast("cuda", dtype=torch.float16) if (training and half) else contextlib.nullcontext()
-    model_half = next(model.parameters()).dtype == torch.float16
+    model_half = next(model.parameters()).dtype == torch.float16 if training else model.fp16
     # NHWC convolutions are about twice as fast as NCHW with torch's CPU kernels (measured for
     # yolov5n, batch 32 at 640); a channels-last input is enough for most of the gain
-    channels_last = device.type == "cpu"
+    channels_last = device.type == "cpu" and (training or model.channels_last)
     _emit(callbacks, "on_val_start")
 
     with torch.no_grad():

@@ -3,6 +3,7 @@
     python benchmarks/attention_table.py                   # all configs (about 15 min on 2 cores)
     python benchmarks/attention_table.py --blocks CBAM CC  # a subset
     python benchmarks/attention_table.py --no-latency      # parameters and GFLOPs only
+    python benchmarks/attention_table.py --no-openvino     # without the OpenVINO latency column
 
 For each config: parameters, the change against yolov5s (7,235,389), GFLOPs at 640x640
 (thop's module count plus the attention matmuls thop cannot see, see
@@ -97,7 +98,31 @@ def measure(block: str, placement: str, cfg: str, opt, base: dict | None,
         row["Δ CPU ms"] = f"{100 * (ms / base_ms - 1):+.0f}%" if base else "+0%"
         row["min ms"] = round(fastest, 1)
         row["runs"] = runs
+        if opt.openvino:
+            row["OpenVINO ms"] = round(openvino_ms(model, opt.imgsz, runs, opt.warmup), 1)
     return row
+
+
+def openvino_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> float:
+    """Median ms of a batch-1 inference of `model` exported to OpenVINO FP32 (fixed imgsz x imgsz),
+    run through utils/backends.py with the same thread count as torch."""
+    import tempfile
+
+    from export import export_model
+    from utils.backends import load_backend
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_model(model, Path(tmp) / "m", ("openvino",), imgsz=(imgsz, imgsz))
+        backend = load_backend(files["openvino"])
+        x = torch.rand(1, 3, imgsz, imgsz)
+        for _ in range(warmup):
+            backend(x)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            backend(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -108,6 +133,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-latency", dest="latency", action="store_false")
+    p.add_argument("--no-openvino", dest="openvino", action="store_false", help="skip the OpenVINO latency column")
     p.add_argument("--out", default=str(RESULTS / "attention_zoo"))
     opt = p.parse_args(argv)
     torch.set_num_threads(opt.threads)
@@ -138,7 +164,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{opt.runs} runs after {opt.warmup} warm-up runs (3 runs, no more warm-up, where one image takes over 5 s); "
             "`min ms` is the fastest run, the least disturbed by other processes. `Δ CPU ms` compares each "
             "config with yolov5s timed in alternation with it, run by run, so that a drift of the machine's speed "
-            "cancels out. "
+            "cancels out. `OpenVINO ms`: the same fused model exported to OpenVINO FP32 (export.py, fixed "
+            f"{opt.imgsz}x{opt.imgsz}), median batch-1 inference with the same thread count, timed after the torch runs. "
             f"1-min load average {load0:.2f} at start, {load1:.2f} at end ({minutes:.0f} min): latencies on a "
             "shared machine are noisy, compare them within one table only.")
     write_results([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], opt.out, note=note)

@@ -87,9 +87,9 @@ class Detect(nn.Module):
             return cached
         yv, xv = torch.meshgrid(torch.arange(ny, device=like.device, dtype=like.dtype),
                                 torch.arange(nx, device=like.device, dtype=like.dtype), indexing="ij")
-        grid = (torch.stack((xv, yv), 2) - 0.5).view(1, 1, ny, nx, 2).expand(1, self.na, ny, nx, 2)
+        # broadcast shapes, not expanded copies: the same sums, and a graph OpenVINO accepts for any batch
+        grid = (torch.stack((xv, yv), 2) - 0.5).view(1, 1, ny, nx, 2)
         anchor_grid = (self.anchors[i] * self.stride[i]).to(like.dtype).view(1, self.na, 1, 1, 2)
-        anchor_grid = anchor_grid.expand(1, self.na, ny, nx, 2)
         self._grids[i] = (grid, anchor_grid)
         return grid, anchor_grid
 
@@ -432,6 +432,18 @@ class DetectionModel(nn.Module):
 
 
 Model = DetectionModel  # the name older YOLOv5 code and checkpoints use
+
+
+class DecodedOutput(nn.Module):
+    """A detector in eval mode with only its decoded predictions ``(batch, boxes, 5 + nc)`` as output
+    (the raw maps are for training): what export.py traces and Grad-CAM differentiates."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
 if __name__ != "__main__":  # run as a script, this file is imported again as models.yolo
     register("Detect", Detect, Channels.DETECT)
 

@@ -113,15 +113,15 @@ def non_max_suppression(
 
     `prediction` is (batch, boxes, 5 + nc) with xywh, objectness, class scores (or the
     ``(decoded, raw)`` tuple the model returns in eval mode). A candidate's score is
-    objectness x class score; candidates below `conf_thres` are dropped, then
-    `torchvision.ops.batched_nms` (per class unless `agnostic`) keeps at most `max_det`.
+    objectness x class score; candidates below `conf_thres` are dropped, at most `max_nms`
+    per image (the highest) go to `torchvision.ops.batched_nms`, run per image and class
+    (per image only if `agnostic`), and each image keeps at most `max_det`, highest first.
     With `multi_label` a box may be kept once for every class above the threshold.
-    Output rows: x1, y1, x2, y2, score, class.
-
-    Work per image is bounded: at most `max_nms` boxes (highest objectness) enter the class
-    expansion and at most `max_nms` (box, class) candidates (highest score) enter NMS, whose
-    cost grows with the square of that number. When the cap drops candidates (a weak model at
-    conf 0.001 can leave tens of thousands) a warning is logged once per process.
+    The whole batch goes through each phase at once (no Python loop over images).
+    Output rows: x1, y1, x2, y2, score, class (float32 on the input's device).
+    Raises ValueError for thresholds outside [0, 1]. `max_wh` is unused (kept for callers).
+    When the cap drops candidates (a weak model at conf 0.001 can leave tens of thousands; NMS
+    cost grows with the square of their number) a warning is logged once per process.
     """
     if not 0 <= conf_thres <= 1:
         raise ValueError(f"conf_thres must be in [0, 1], got {conf_thres}")
@@ -130,35 +130,73 @@ def non_max_suppression(
     if isinstance(prediction, (list, tuple)):
         prediction = prediction[0]
     bs, nc = prediction.shape[0], prediction.shape[2] - 5
-    multi_label &= nc > 1
-    device = prediction.device
-    out = [torch.zeros((0, 6), device=device)] * bs
-    candidates = prediction[..., 4] > conf_thres
-    class_filter = torch.tensor(classes, device=device) if classes is not None else None
+    img, det = _candidates(prediction, conf_thres, multi_label and nc > 1, classes)
+    img, det = _top_per_image(img, det, max_nms)
+    per_image = _split_per_image(img, det, bs, max_nms)  # score order within each image
+    return [_nms_one(d, iou_thres, agnostic, max_det) for d in per_image]
 
-    for i, x in enumerate(prediction):
-        x = x[candidates[i]]
-        if not x.shape[0]:
-            continue
-        if x.shape[0] > max_nms:  # before the class expansion: it can multiply the count by nc
-            _warn_cap(x.shape[0], max_nms)
-            x = x[x[:, 4].topk(max_nms).indices]
-        scores = x[:, 5:] * x[:, 4:5]
-        box = xywh2xyxy(x[:, :4])
-        if multi_label:
-            r, c = (scores > conf_thres).nonzero(as_tuple=True)
-            det = torch.cat((box[r], scores[r, c, None], c[:, None].float()), 1)
-        else:
-            conf, c = scores.max(1, keepdim=True)
-            det = torch.cat((box, conf, c.float()), 1)[conf.view(-1) > conf_thres]
-        if class_filter is not None:
-            det = det[(det[:, 5:6] == class_filter).any(1)]
-        if not det.shape[0]:
-            continue
-        if det.shape[0] > max_nms:
-            _warn_cap(det.shape[0], max_nms)
-            det = det[det[:, 4].topk(max_nms).indices]
-        offsets = det[:, 5:6] * (0 if agnostic else max_wh)  # separate classes in space
-        keep = torchvision.ops.nms(det[:, :4] + offsets, det[:, 4], iou_thres)[:max_det]
-        out[i] = det[keep]
-    return out
+
+def _nms_one(det: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) -> torch.Tensor:
+    """Greedy NMS of one image's score-sorted rows, separately per class (unless `agnostic`).
+
+    Exact, but cheaper than one pass over every row: a box is only ever suppressed by a
+    higher-scoring box that was itself kept, so the rows are taken in score-ordered chunks,
+    each run together with the boxes kept so far; once `max_det` boxes are kept, lower rows
+    cannot change the answer and are never looked at.
+    """
+    if not len(det):
+        return det
+    box = det[:, :4].double()  # classes moved apart in space; float64 keeps their IoUs exact
+    if not agnostic:
+        box = box + det[:, 5:6].double() * (box.max() + 1)
+    score = det[:, 4].double()
+    kept = torch.zeros(0, dtype=torch.long, device=det.device)
+    step = 2 * max_det
+    for start in range(0, len(det), step):
+        idx = torch.cat((kept, torch.arange(start, min(start + step, len(det)), device=det.device)))
+        kept = idx[torchvision.ops.nms(box[idx], score[idx], iou_thres)]
+        if len(kept) >= max_det:
+            break
+    return det[kept[:max_det]]
+
+
+def _candidates(prediction: torch.Tensor, conf_thres: float, multi_label: bool,
+                classes: list[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows above the threshold over the whole batch: image index (m,) and (m, 6) xyxy, score, class."""
+    b, a = (prediction[..., 4] > conf_thres).nonzero(as_tuple=True)
+    x = prediction[b, a]
+    scores = x[:, 5:] * x[:, 4:5]
+    box = xywh2xyxy(x[:, :4])
+    if multi_label:
+        r, c = (scores > conf_thres).nonzero(as_tuple=True)
+        img, det = b[r], torch.cat((box[r], scores[r, c, None], c[:, None].to(box.dtype)), 1)
+    else:
+        conf, c = scores.max(1, keepdim=True)
+        ok = conf.view(-1) > conf_thres
+        img, det = b[ok], torch.cat((box, conf, c.to(box.dtype)), 1)[ok]
+    if classes is not None:
+        ok = (det[:, 5:6] == torch.tensor(classes, device=det.device, dtype=det.dtype)).any(1)
+        img, det = img[ok], det[ok]
+    return img, det.float()
+
+
+def _top_per_image(img: torch.Tensor, det: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep each image's `k` highest-scoring rows (a cap on the NMS input size)."""
+    if len(img) <= k or (most := int(torch.bincount(img).max())) <= k:
+        return img, det
+    _warn_cap(most, k)
+    order = det[:, 4].argsort(descending=True)
+    order = order[img[order].argsort(stable=True)]  # by image, score-descending within each image
+    counts = torch.bincount(img[order])
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=img.device) - starts[img[order]]
+    order = order[rank < k]
+    return img[order], det[order]
+
+
+def _split_per_image(img: torch.Tensor, det: torch.Tensor, bs: int, max_rows: int) -> list[torch.Tensor]:
+    """Rows with image indices -> one tensor per image, highest score first, at most `max_rows` each."""
+    order = det[:, 4].argsort(descending=True)
+    order = order[img[order].argsort(stable=True)]  # by image, keeping the score order
+    counts = torch.bincount(img, minlength=bs).tolist()
+    return [d[:max_rows] for d in det[order].split(counts)]

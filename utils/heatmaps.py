@@ -119,22 +119,13 @@ class DetectionScore:
         return output[self.index, 4] * output[self.index, 5 + self.cls]
 
 
-class _Decoded(nn.Module):
-    """The model with only its decoded predictions as output (what Grad-CAM differentiates)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
-
-
 def grad_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, index: int, cls: int) -> np.ndarray:
     """Grad-CAM map (H, W) in [0, 1] of `layer` for the prediction `index` / class `cls`."""
     from pytorch_grad_cam import GradCAM
 
-    with GradCAM(model=_Decoded(model), target_layers=[layer]) as cam:
+    from models.yolo import DecodedOutput
+
+    with GradCAM(model=DecodedOutput(model), target_layers=[layer]) as cam:
         return cam(input_tensor=x, targets=[DetectionScore(index, cls)])[0]
 
 

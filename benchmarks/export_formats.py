@@ -1,0 +1,184 @@
+"""Every export format side by side with the same model in PyTorch: size, mAP, per-image timings.
+
+    python benchmarks/export_formats.py                          # the five models below, ~30 min on 2 cores
+    python benchmarks/export_formats.py --models yolov5n --no-map
+
+Models: yolov5n (../shared/weights/yolov5n.pt), yolov5s (yolov5s.yaml randomly initialised: no
+offline weights, so its mAP is n/a), yolov5n_CBAM / _CA / _C3CBAM (yolov5n.pt transferred into
+the config, not fine-tuned: with the identity start their outputs equal yolov5n's). Each model is
+exported with --dynamic to TorchScript, ONNX and OpenVINO FP32 (plus OpenVINO INT8, NNCF on
+coco128, for yolov5n). For each format: file size, mAP50 / mAP50-95 on coco128 (val.py's
+settings: 640, rectangular batches of 32) and the median per-image pre-process / inference /
+NMS ms at 640x640, batch 1, over `--images` coco128 images, all formats of a model timed in
+alternation image by image (a drift of the machine's speed hits them alike). NMS is timed at
+detect settings (conf 0.25, IoU 0.45) and at val settings (conf 0.001, IoU 0.6, multi-label,
+300 detections). Writes benchmarks/results/export_formats.{md,csv}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from detect import preprocess  # noqa: E402
+from export import export_model  # noqa: E402
+from utils.backends import load_backend  # noqa: E402
+from utils.boxes import non_max_suppression  # noqa: E402
+from utils.checkpoint import load_checkpoint, model_record, save_checkpoint  # noqa: E402
+from utils.logging import LOGGER, write_results  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED = ROOT.parent / "shared"
+MODELS = ("yolov5n", "yolov5s", "yolov5n_CBAM", "yolov5n_CA", "yolov5n_C3CBAM")
+FORMATS = ("PyTorch", "TorchScript", "ONNX", "OpenVINO", "OpenVINO INT8")
+
+
+def make_checkpoint(name: str, weights: Path, out: Path) -> tuple[Path, str, bool]:
+    """A .pt for `name` in `out`: the official weights, a transfer of them, or a random init.
+    Returns the path, how it was made, and whether its mAP means anything."""
+    from models.transfer import load_pretrained
+    from models.yolo import DetectionModel
+
+    pt = out / f"{name}.pt"
+    if name == "yolov5n":
+        shutil.copy(weights, pt)
+        return pt, "official yolov5n.pt", True
+    model = DetectionModel(f"{name}.yaml")
+    record = load_checkpoint(weights)["model"]
+    if name.startswith("yolov5n"):
+        load_pretrained(record, model, source=weights.name)
+        how, meaningful = "yolov5n.pt transferred, not fine-tuned", True
+    else:
+        how, meaningful = "random init (no offline weights)", False
+    model.names = list(record["names"])
+    save_checkpoint({"model": model_record(model)}, pt)
+    return pt, how, meaningful
+
+
+def export_all(pt: Path, int8: bool, data: str) -> dict[str, Path]:
+    """Every format of one checkpoint, exported with --dynamic beside it."""
+    from utils.checkpoint import load_model
+
+    model = load_model(pt, "cpu")
+    files = {"PyTorch": pt}
+    out = export_model(model, pt.with_suffix(""), ("torchscript", "onnx", "openvino"), dynamic=True)
+    files.update({"TorchScript": out["torchscript"], "ONNX": out["onnx"], "OpenVINO": out["openvino"]})
+    if int8:
+        files["OpenVINO INT8"] = export_model(model, pt.with_suffix(""), ("openvino",), dynamic=True, int8=True,
+                                              data=data)["openvino"]
+    return files
+
+
+def size_mb(path: Path) -> float:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+@torch.inference_mode()
+def timings(backends: dict, images: list, imgsz: int, warmup: int = 3) -> dict[str, dict[str, float]]:
+    """Median ms per image of each backend's phases, the backends taking turns image by image."""
+    rec = {k: {"pre": [], "inf": [], "nms_detect": [], "nms_val": []} for k in backends}
+    preds = {k: [] for k in backends}
+    for i, im0 in enumerate([images[0]] * warmup + images):
+        for fmt, b in backends.items():
+            im, t_pre = _timed(preprocess, im0, (imgsz, imgsz), b.stride, torch.device("cpu"), auto=False)
+            pred, t_inf = _timed(b, im)
+            if i >= warmup:
+                rec[fmt]["pre"].append(t_pre)
+                rec[fmt]["inf"].append(t_inf)
+                preds[fmt].append(pred)
+    # NMS after all inference, so that no runtime's worker threads compete with it
+    for i in range(len(images)):
+        for fmt in backends:
+            rec[fmt]["nms_detect"].append(_timed(non_max_suppression, preds[fmt][i], 0.25, 0.45, max_det=1000)[1])
+            rec[fmt]["nms_val"].append(_timed(non_max_suppression, preds[fmt][i], 0.001, 0.6, multi_label=True,
+                                              max_det=300)[1])
+    return {fmt: {k: statistics.median(v) for k, v in r.items()} for fmt, r in rec.items()}
+
+
+def accuracy(path: Path, data: str, project: Path) -> tuple[float, float]:
+    import val
+
+    res = val.run(data, weights=path, batch_size=32, imgsz=640, plots=False, project=project, name="val",
+                  workers=2)[0]
+    return res[2], res[3]
+
+
+def bench_model(name: str, opt, tmp: Path, images: list) -> list[dict]:
+    pt, how, meaningful = make_checkpoint(name, Path(opt.weights), tmp)
+    files = export_all(pt, int8=opt.int8 and name == "yolov5n", data=opt.data)
+    backends = {fmt: load_backend(p) for fmt, p in files.items()}
+    t = timings(backends, images, opt.imgsz)
+    rows = []
+    for fmt, path in files.items():
+        measured = opt.map and meaningful and (opt.map_for is None or name in opt.map_for)
+        m50, m = accuracy(path, opt.data, tmp / "runs") if measured else (None, None)
+        r = t[fmt]
+        rows.append({"model": name, "weights": how, "format": fmt, "file": path.name, "MB": round(size_mb(path), 1),
+                     "mAP50": "n/a" if m50 is None else round(m50, 3), "mAP50-95": "n/a" if m is None else round(m, 3),
+                     "pre-process ms": round(r["pre"], 1), "inference ms": round(r["inf"], 1),
+                     "× PyTorch": round(r["inf"] / t["PyTorch"]["inf"], 2),
+                     "NMS ms (conf 0.25)": round(r["nms_detect"], 2), "NMS ms (conf 0.001)": round(r["nms_val"], 2)})
+        LOGGER.info(" | ".join(str(v) for v in rows[-1].values()))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--weights", default=str(SHARED / "weights" / "yolov5n.pt"))
+    p.add_argument("--data", default="coco128.yaml")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--images", type=int, default=30, help="coco128 images timed per format")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-map", dest="map", action="store_false")
+    p.add_argument("--no-int8", dest="int8", action="store_false")
+    p.add_argument("--map-for", nargs="*", default=None, help="models whose mAP is measured (default: all)")
+    p.add_argument("--out", default=str(RESULTS / "export_formats"))
+    opt = p.parse_args(argv)
+    torch.set_num_threads(opt.threads)
+    ds = Path(os.environ.get("YOLO_DATASETS_DIR", SHARED / "datasets")) / "coco128" / "images" / "train2017"
+    images = [cv2.imread(str(f)) for f in sorted(ds.glob("*.jpg"))[: opt.images]]
+    load0, t0 = os.getloadavg()[0], time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in opt.models:
+            d = Path(tmp) / name
+            d.mkdir()
+            rows += bench_model(name, opt, d, images)
+    note = (f"# Export formats at {opt.imgsz}, batch 1\n\n"
+            "Generated by `python benchmarks/export_formats.py` (do not edit). All exports with `--dynamic`; "
+            "mAP by val.py on coco128 (640, rectangular batches of 32); per-image ms are medians over "
+            f"{opt.images} coco128 images letterboxed to {opt.imgsz}x{opt.imgsz}, the formats of a model taking turns "
+            f"image by image; `× PyTorch` = inference ms / the same model's PyTorch inference ms. CPU, "
+            f"{opt.threads} threads for every runtime, torch {torch.__version__}. NMS (utils/boxes.py) at detect "
+            "settings (conf 0.25, IoU 0.45) and val settings (conf 0.001, IoU 0.6, multi-label, max 300). "
+            f"1-min load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end "
+            f"({(time.time() - t0) / 60:.0f} min): a shared machine, compare within one model's rows. "
+            "mAP n/a: yolov5s has no offline weights (random init); "
+            + ("" if opt.map_for is None else f"measured only for {', '.join(opt.map_for)} (time). "))
+    write_results(rows, opt.out, note=note)
+    LOGGER.info(f"wrote {opt.out}.md and .csv")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

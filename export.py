@@ -1,0 +1,233 @@
+"""Export a trained detector to TorchScript, ONNX and OpenVINO (FP32, FP16 or INT8).
+
+    python export.py --weights best.pt --include onnx openvino             # fixed 1x3x640x640
+    python export.py --weights best.pt --include onnx --dynamic --simplify # any batch and size
+    python export.py --weights best.pt --include openvino --int8 --data coco128.yaml
+
+Writes beside the weights: best.torchscript, best.onnx, best_openvino_model/ (best.xml + best.bin;
+best_int8_openvino_model/ with --int8). Each file holds its own metadata (stride, class names,
+image size, batch, dynamic, the model YAML): ONNX metadata_props, OpenVINO rt_info, TorchScript
+extra file ``config.txt``. detect.py, val.py and compare.py open them through utils/backends.py.
+The exported graph returns the decoded predictions ``(batch, boxes, 5 + nc)``; NMS stays outside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from models.yolo import DecodedOutput  # noqa: E402
+from utils.backends import META_KEY, TORCHSCRIPT_META, metadata_json  # noqa: E402
+from utils.checkpoint import CheckpointError, load_model  # noqa: E402
+from utils.cli import check_img_size, parse_imgsz, print_args  # noqa: E402
+from utils.device import select_device  # noqa: E402
+from utils.logging import LOGGER  # noqa: E402
+
+FORMATS = ("torchscript", "onnx", "openvino")
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done; the message names the model and what to change."""
+
+
+def export_metadata(model: nn.Module, imgsz: tuple[int, int], batch: int, dynamic: bool, **extra) -> dict:
+    """What an exported file must carry so nothing else travels with it."""
+    return {"stride": int(model.stride.max()), "names": list(model.names), "imgsz": list(imgsz), "batch": batch,
+            "dynamic": dynamic, "yaml": dict(model.yaml), **extra}
+
+
+def _fresh(model: nn.Module) -> nn.Module:
+    """fp32, and Detect's cached grids dropped so a trace computes them from the input's shape."""
+    return model.float()
+
+
+def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, meta: dict) -> Path:
+    """Trace `model` on `im` and save it with the metadata as the extra file config.txt."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        ts = torch.jit.trace(DecodedOutput(_fresh(model)).eval(), im, strict=False, check_trace=False)
+    ts.save(str(file), _extra_files={TORCHSCRIPT_META: metadata_json(meta)})
+    return file
+
+
+def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opset: int = 17,
+                dynamic: bool = False, simplify: bool = False) -> Path:
+    """ONNX through torch's TorchScript-based exporter; input `images`, output `output0`.
+
+    With `dynamic`, batch, height and width are free axes. `simplify` runs onnxslim.
+    """
+    import onnx
+
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "boxes"}} if dynamic else None
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
+                          input_names=["images"], output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(proto)
+    if simplify:
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, metadata_json(meta)
+    onnx.save(proto, str(file))
+    return file
+
+
+def calibration_images(data: str | Path, imgsz: int, stride: int, n: int = 300):
+    """Up to `n` letterboxed validation images of dataset `data`, each (1, 3, imgsz, imgsz) float32 in [0, 1]."""
+    from utils.data.dataset import create_dataloader
+    from utils.data.dataset_config import check_dataset
+
+    d = check_dataset(data)
+    loader = create_dataloader(d["val"], imgsz, 1, stride, rect=False, pad=0.0, workers=0, augment=False,
+                               shuffle=False, prefix="calibration: ", nc=int(d["nc"]))[0]
+    for i, (im, *_) in enumerate(loader):
+        if i >= n:
+            break
+        yield (im.float() / 255).numpy()
+
+
+def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = False, int8: bool = False,
+                    data: str | Path | None = None, head_index: int | None = None) -> Path:
+    """ONNX -> OpenVINO IR in `out_dir` (FP32, FP16 weights with `half`, or INT8 by NNCF post-training
+    quantization on the images of dataset `data`). The metadata goes into the model's rt_info."""
+    import openvino as ov
+
+    ov_model = ov.Core().read_model(str(onnx_file))  # the ONNX frontend; convert_model adds seconds of overhead
+    if int8:
+        ov_model = _quantize(ov_model, meta, data, head_index)
+    ov_model.set_rt_info(metadata_json(meta), [META_KEY])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    xml = out_dir / (out_dir.name.split("_int8_openvino_model")[0].split("_openvino_model")[0] + ".xml")
+    ov.save_model(ov_model, str(xml), compress_to_fp16=half and not int8)
+    return out_dir
+
+
+def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | None):
+    """NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations)."""
+    import nncf
+
+    size = meta["imgsz"][0]
+    images = list(calibration_images(data, size, meta["stride"]))
+    if not images:
+        raise ExportError(f"--data {data}: no validation images found for INT8 calibration")
+    LOGGER.info(f"INT8: calibrating on {len(images)} images of {data} at {size}")
+    # Convolutions (weights and inputs) become INT8. Kept in floating point: the Detect layer, whose
+    # decoding (sigmoid, grid offsets, anchor sizes in pixels) spans 0 to the image size, and the
+    # elementwise products (SiLU = x * sigmoid(x), attention gates), whose quantized inputs cost mAP.
+    head = rf".*/model\.{head_index}/.*"
+    ignored = nncf.IgnoredScope(patterns=[head], types=["Multiply", "Sigmoid"], validate=False)
+    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(images), fast_bias_correction=False, ignored_scope=ignored)
+
+
+def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:
+    """ExportError for options that cannot work together, before any model is loaded."""
+    unknown = set(include) - set(FORMATS)
+    if unknown:
+        raise ExportError(f"--include {sorted(unknown)}: unknown format; choose from {', '.join(FORMATS)}")
+    if (half or int8) and "openvino" not in include:
+        raise ExportError("--half and --int8 apply to the OpenVINO export; add openvino to --include")
+    if int8 and not data:
+        raise ExportError("--int8 needs --data: a dataset YAML whose validation images calibrate the quantizer")
+
+
+def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx",), imgsz=(640, 640),
+                 batch_size: int = 1, dynamic: bool = False, simplify: bool = False, opset: int = 17,
+                 half: bool = False, int8: bool = False, data: str | Path | None = None,
+                 device: torch.device | str = "cpu") -> dict[str, Path]:
+    """Export an in-memory DetectionModel (eval mode, fused) next to `stem` (a path without suffix).
+
+    Returns {format: written path}. Raises ExportError for an unknown format or bad options.
+    """
+    check_options(include, half, int8, data)
+    stride = int(model.stride.max())
+    imgsz = tuple(check_img_size(list(imgsz), s=stride))
+    device = select_device(device, verbose=False)
+    model = model.to(device).eval()
+    im = torch.zeros(batch_size, 3, *imgsz, device=device)
+    meta = export_metadata(model, imgsz, batch_size, dynamic)
+    out: dict[str, Path] = {}
+    stem = Path(stem)
+    if "torchscript" in include:
+        out["torchscript"] = export_torchscript(model, im, stem.with_suffix(".torchscript"), meta)
+    if "onnx" in include:
+        out["onnx"] = export_onnx(model, im, stem.with_suffix(".onnx"), meta, opset, dynamic, simplify)
+    if "openvino" in include:
+        ov_dir = stem.parent / f"{stem.name}{'_int8' if int8 else ''}_openvino_model"
+        ov_meta = {**meta, "precision": "int8" if int8 else "fp16" if half else "fp32"}
+        quant = {"head_index": len(model.model) - 1} if int8 else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_file = out.get("onnx") or export_onnx(model, im, Path(tmp) / f"{stem.name}.onnx", meta, opset,
+                                                       dynamic, simplify)
+            out["openvino"] = export_openvino(onnx_file, ov_dir, ov_meta, half, int8, data, **quant)
+    for fmt, path in out.items():
+        LOGGER.info(f"{fmt}: saved {path} ({_size_mb(path):.1f} MB)")
+    return out
+
+
+def _size_mb(path: Path) -> float:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
+def run(weights: str | Path = ROOT / "yolov5s.pt", include: tuple[str, ...] = ("torchscript", "onnx"),
+        imgsz: tuple[int, int] | int = (640, 640), batch_size: int = 1, dynamic: bool = False,
+        simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
+        data: str | Path | None = None, device: str = "cpu") -> dict[str, Path]:
+    """Load a `.pt` checkpoint and export it (see :func:`export_model`); files go beside the weights."""
+    check_options(tuple(include), half, int8, data)
+    dev = select_device(device)
+    model = load_model(weights, dev, fuse=True)
+    imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    return export_model(model, Path(weights).with_suffix(""), tuple(include), imgsz, batch_size, dynamic, simplify,
+                        opset, half, int8, data, dev)
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Export a YOLOv5 (attention) model to TorchScript, ONNX, OpenVINO.")
+    p.add_argument("--weights", type=str, default=str(ROOT / "yolov5s.pt"), help="model checkpoint (.pt)")
+    p.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {', '.join(FORMATS)}")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image size h,w")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size")
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width (ONNX, OpenVINO)")
+    p.add_argument("--simplify", action="store_true", help="simplify the ONNX graph with onnxslim")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--half", action="store_true", help="OpenVINO FP16 weights")
+    p.add_argument("--int8", action="store_true", help="OpenVINO INT8 post-training quantization (NNCF); needs --data")
+    p.add_argument("--data", type=str, default=None, help="dataset YAML for --int8 calibration")
+    p.add_argument("--device", default="cpu", help="cuda device (0) or cpu")
+    opt = p.parse_args(argv)
+    opt.imgsz = parse_imgsz(opt.imgsz)
+    opt.include = [f.lower() for f in opt.include]
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    print_args("export", opt)
+    try:
+        run(**vars(opt))
+    except (ExportError, CheckpointError, FileNotFoundError, ValueError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

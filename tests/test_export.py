@@ -1,0 +1,227 @@
+"""export.py and utils/backends.py: the official yolov5n exported with --dynamic gives the PyTorch
+model's detections and mAP through detect.py and val.py; bad files get one line naming them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import detect
+import export
+import val
+from utils.backends import ExportFileError, load_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = ("pt", "onnx", "openvino", "torchscript")
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, weights_n) -> dict[str, Path]:
+    """yolov5n.pt exported with --dynamic to every format, through the CLI."""
+    d = tmp_path_factory.mktemp("export")
+    pt = d / "yolov5n.pt"
+    pt.write_bytes(weights_n.read_bytes())
+    rc = export.main(["--weights", str(pt), "--include", "torchscript", "onnx", "openvino", "--dynamic",
+                      "--simplify"])
+    assert rc == 0
+    files = {"pt": pt, "onnx": d / "yolov5n.onnx", "openvino": d / "yolov5n_openvino_model",
+             "torchscript": d / "yolov5n.torchscript"}
+    assert all(p.exists() for p in files.values())
+    assert {p.name for p in files["openvino"].iterdir()} == {"yolov5n.xml", "yolov5n.bin"}
+    assert not [p for p in d.iterdir() if p.name.endswith(".yaml")]  # metadata inside the files, nothing beside
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino", "torchscript"])
+def test_metadata_travels_inside_the_file(exported, fmt):
+    b = load_backend(exported[fmt])
+    ref = load_backend(exported["pt"])
+    assert (b.stride, b.imgsz, b.dynamic, b.batch) == (32, (640, 640), True, None)
+    assert b.names == ref.names and b.names[:2] == ["person", "bicycle"]
+    assert b.meta["yaml"]["backbone"] == ref.meta["yaml"]["backbone"]
+    x = torch.rand(2, 3, 192, 320)  # another batch and a rectangle: the axes are dynamic
+    torch.testing.assert_close(b(x), ref(x), rtol=0, atol=2e-3)
+
+
+def _detect(weights: Path, bus: Path, project: Path) -> np.ndarray:
+    _, res = detect.run(weights=weights, source=bus, project=project, name=weights.name, nosave=True)
+    return next(iter(res.values())).numpy()
+
+
+def test_detect_gives_the_pytorch_boxes(exported, bus, tmp_path):
+    """The acceptance check: the same boxes on bus.jpg (within 1 px) and the same classes."""
+    want = _detect(exported["pt"], bus, tmp_path)
+    assert len(want) == 5
+    for fmt in ("onnx", "openvino", "torchscript"):
+        got = _detect(exported[fmt], bus, tmp_path)
+        assert got.shape == want.shape, fmt
+        np.testing.assert_array_equal(got[:, 5], want[:, 5])
+        np.testing.assert_allclose(got[:, :4], want[:, :4], atol=1, err_msg=fmt)
+        np.testing.assert_allclose(got[:, 4], want[:, 4], atol=1e-3, err_msg=fmt)
+
+
+@pytest.fixture(scope="module")
+def coco_subset(tmp_path_factory, coco128) -> Path:
+    """A dataset YAML over the first 16 coco128 images (val at 640 on all 128 is ~1 min per format)."""
+    d = tmp_path_factory.mktemp("subset")
+    images = sorted((coco128 / "images" / "train2017").glob("*.jpg"))[:16]
+    (d / "val.txt").write_text("".join(f"{p}\n" for p in images))
+    names = yaml.safe_load((ROOT / "data" / "coco128.yaml").read_text())["names"]
+    (d / "subset.yaml").write_text(yaml.safe_dump({"path": str(d), "train": "val.txt", "val": "val.txt", "names": names}))
+    return d / "subset.yaml"
+
+
+def test_val_gives_the_pytorch_map(exported, coco_subset, tmp_path):
+    """Rectangular batches through the dynamic exports: the same mAP50 / mAP50-95 as PyTorch."""
+    def run(fmt):
+        return val.run(coco_subset, weights=exported[fmt], batch_size=8, imgsz=640, project=tmp_path, name=fmt,
+                       plots=False, workers=0)[0][:4]
+
+    want = run("pt")
+    assert want[3] > 0.2
+    for fmt in ("onnx", "openvino"):
+        got = run(fmt)
+        np.testing.assert_allclose(got[2:4], want[2:4], atol=1e-3, err_msg=fmt)
+
+
+def test_fixed_shape_export_is_letterboxed_to_its_size(weights_n, bus, tmp_path, capfd):
+    model = export.load_model(weights_n, "cpu")
+    files = export.export_model(model, tmp_path / "fixed", ("onnx",), imgsz=(320, 320), batch_size=2)
+    b = load_backend(files["onnx"])
+    assert (b.dynamic, b.imgsz, b.batch) == (False, (320, 320), 2)
+    x = torch.rand(3, 3, 320, 320)  # a short last batch is padded to the export batch
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), model(x)[0], rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="exported for 320x320"):
+        b(torch.rand(1, 3, 256, 320))
+    _, res = detect.run(weights=files["onnx"], source=bus, imgsz=640, project=tmp_path, nosave=True)
+    log = capfd.readouterr().err
+    assert "fixed-shape export: letterboxing to its 320x320" in log and "bus.jpg: 320x320" in log
+    assert len(next(iter(res.values()))) >= 3
+
+
+# ------------------------------------------------------------------------------------- bad files
+def _one_line_error(path: Path, match: str) -> None:
+    with pytest.raises(ExportFileError) as e:
+        load_backend(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and match in msg, msg
+
+
+def test_garbage_files_get_one_line_naming_them(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"this is not a protobuf" * 10)
+    _one_line_error(tmp_path / "bad.onnx", "not a loadable ONNX model")
+    (tmp_path / "bad.torchscript").write_bytes(os.urandom(512))
+    _one_line_error(tmp_path / "bad.torchscript", "not a TorchScript archive")
+    (tmp_path / "empty_openvino_model").mkdir()
+    _one_line_error(tmp_path / "empty_openvino_model", "exactly one .xml")
+    (tmp_path / "x_openvino_model").mkdir()
+    (tmp_path / "x_openvino_model" / "x.xml").write_text("<net></net>")
+    _one_line_error(tmp_path / "x_openvino_model", "weights x.bin are missing")
+    (tmp_path / "x_openvino_model" / "x.bin").write_bytes(b"\0" * 8)
+    _one_line_error(tmp_path / "x_openvino_model", "not a readable OpenVINO model")
+    (tmp_path / "model.tflite").write_bytes(b"\0")
+    _one_line_error(tmp_path / "model.tflite", "unknown model format '.tflite'")
+
+
+def test_cli_reports_a_garbage_file_in_one_line(tmp_path, bus, capfd):
+    bad = tmp_path / "best.onnx"
+    bad.write_bytes(b"garbage")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "detect.py", "--weights", str(bad), "--source", str(bus), "--project",
+                          str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    errors = [ln for ln in (out.stderr + out.stdout).splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    capfd.readouterr()
+    assert val.main(["--weights", str(bad), "--data", "coco128.yaml", "--project", str(tmp_path)]) == 2
+    errors = [ln for ln in capfd.readouterr().err.splitlines() if "ERROR" in ln]
+    assert len(errors) == 1 and str(bad) in errors[0]
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_loading_runs_no_code_from_the_file(tmp_path):
+    """A torch.save pickle posing as .torchscript, and a TorchScript archive holding a payload pickle."""
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Payload(marker)}, tmp_path / "evil.torchscript")
+    _one_line_error(tmp_path / "evil.torchscript", "not a TorchScript archive")
+    # a genuine TorchScript archive whose constants pickle is swapped for the payload
+    ts = tmp_path / "real.torchscript"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(ts))
+    evil = tmp_path / "evil2.torchscript"
+    with zipfile.ZipFile(ts) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.endswith("/data.pkl"):
+                import pickle
+
+                data = pickle.dumps(_Payload(marker), protocol=2)
+            zout.writestr(item, data)
+    with pytest.raises(ExportFileError):
+        load_backend(evil)
+    assert not marker.exists()
+    _one_line_error(ts, "carries no yolov5_attention metadata")
+
+
+def test_export_cli_errors(weights_n, tmp_path):
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(weights_n.read_bytes())
+    assert export.main(["--weights", str(pt), "--include", "tflite"]) == 2
+    assert export.main(["--weights", str(pt), "--include", "onnx", "--int8"]) == 2
+    assert export.main(["--weights", str(pt), "--include", "openvino", "--int8", "--imgsz", "64"]) == 2  # no --data
+    assert not list(tmp_path.glob("m_*openvino_model"))
+
+
+def test_compare_measures_an_exported_model(tmp_path):
+    """compare.py takes a model file where a config goes: the ONNX file is timed, its YAML counted."""
+    import compare
+    from models.yolo import DetectionModel
+
+    model = DetectionModel("yolov5n.yaml").eval().fuse()
+    onnx_file = export.export_model(model, tmp_path / "tiny", ("onnx",), imgsz=(64, 64))["onnx"]
+    cost = compare.measure_cost(str(onnx_file), 320, threads=1, runs=2)
+    assert cost["params"] == sum(p.numel() for p in DetectionModel("yolov5n.yaml").parameters())
+    assert cost["cpu_ms"] > 0 and cost["gflops"] > 0
+    assert compare.run_key("cost", str(onnx_file), {"imgsz": 64}) == compare.run_key("cost", str(onnx_file), {"imgsz": 64})
+
+
+def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
+    """--int8 calibrates on the dataset's images: convolutions quantized, outputs near FP32's.
+    (The mAP check on all of coco128 at 640 is in benchmarks/export_formats.py.)"""
+    import openvino as ov
+
+    model = export.load_model(weights_n, "cpu")
+    files = export.export_model(model, tmp_path / "q", ("openvino",), imgsz=(128, 128), int8=True, data=coco_subset)
+    assert files["openvino"].name == "q_int8_openvino_model"
+    b = load_backend(files["openvino"])
+    assert b.meta["precision"] == "int8" and (b.imgsz, b.dynamic) == ((128, 128), False)
+    ops = ov.Core().read_model(str(files["openvino"] / "q.xml")).get_ops()
+    n_conv = sum(op.get_type_name() == "Convolution" for op in ops) - 3  # the Detect convolutions stay float
+    int8_weights = [op for op in ops if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert len(int8_weights) >= n_conv >= 50  # every backbone/neck convolution has INT8 weights
+    assert sum(op.get_type_name() == "FakeQuantize" for op in ops) >= n_conv  # and quantized inputs
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        want = model(x)[0]
+    got = b(x)
+    assert (got[..., 4] - want[..., 4]).abs().mean() < 0.02  # objectness
+    assert (got[..., :4] - want[..., :4]).abs().median() < 2  # box pixels
