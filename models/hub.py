@@ -278,7 +278,8 @@ class Detector(nn.Module):
     def preprocess(self, ims: list[np.ndarray], size: int | tuple[int, int]) -> torch.Tensor:
         """BGR HWC uint8 images -> one (B, 3, H, W) float RGB batch in [0, 1], each letterboxed
         (centred, grey padding) to the common :func:`batch_shape`."""
-        shape = batch_shape([im.shape[:2] for im in ims], size, self.stride)
+        fixed = getattr(self.model, "dynamic", True) is False  # an export fixed at one input size
+        shape = tuple(self.model.imgsz) if fixed else batch_shape([im.shape[:2] for im in ims], size, self.stride)
         x = np.stack([letterbox(im, shape, auto=False, stride=self.stride)[0] for im in ims])
         x = np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))
         return torch.from_numpy(x).to(self.device).float() / 255
@@ -351,13 +352,16 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
 
     `name`: a checkpoint file (``best.pt``; official names such as ``yolov5s.pt`` are downloaded
     when missing and online, else FileNotFoundError with one line), another file type with a
-    loader in :data:`LOADERS`, or a model config name or YAML (``yolov5n``, ``yolov5n_CBAM``,
+    loader in :data:`LOADERS`, an exported model (``best.onnx``, ``best.torchscript``,
+    ``best_openvino_model/``: opened through :func:`utils.backends.load_backend`; a fixed-shape
+    export letterboxes every batch to its own size), or a model config name or YAML (``yolov5n``, ``yolov5n_CBAM``,
     ``path/to/cfg.yaml``): built with `channels` input channels and `classes` classes, random
     weights unless `pretrained` (then the official base checkpoint, see :func:`_from_config`).
     Returns a :class:`Detector` (eval mode) or, with ``autoshape=False``, the bare model.
     Raises FileNotFoundError (missing file or config), CheckpointError (unreadable checkpoint),
     ValueError (unsupported file type).
     """
+    from utils.backends import BACKENDS, format_key, load_backend
     from utils.device import select_device
 
     dev = select_device("" if device is None else device, verbose=False)
@@ -365,6 +369,8 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     suffix = Path(s).suffix.lower()
     if suffix in LOADERS:
         model = LOADERS[suffix](s, dev)
+    elif format_key(s) in BACKENDS:  # an exported model (.onnx, .torchscript, *_openvino_model/)
+        model = load_backend(s, dev)
     elif suffix in ("", ".yaml", ".yml"):
         model = _from_config(s, pretrained, channels, classes).to(dev).eval()
     else:

@@ -225,3 +225,20 @@ def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
     got = b(x)
     assert (got[..., 4] - want[..., 4]).abs().mean() < 0.02  # objectness
     assert (got[..., :4] - want[..., :4]).abs().median() < 2  # box pixels
+
+
+def test_python_api_runs_exported_models(exported, bus, weights_n, tmp_path):
+    """models.hub.load opens every exported format through the common interface and finds the
+    PyTorch model's boxes on bus.jpg; a fixed-shape export is letterboxed to its own size."""
+    from models.hub import load
+
+    want = load(str(exported["pt"]))(str(bus)).xyxy[0].numpy()
+    for fmt in ("onnx", "openvino", "torchscript"):
+        got = load(str(exported[fmt]))(str(bus)).xyxy[0].numpy()
+        assert got.shape == want.shape, fmt
+        np.testing.assert_array_equal(got[:, 5], want[:, 5])
+        np.testing.assert_allclose(got[:, :4], want[:, :4], atol=1, err_msg=fmt)
+    model = export.load_model(weights_n, "cpu")
+    fixed = export.export_model(model, tmp_path / "fixed", ("onnx",), imgsz=(320, 320), batch_size=1)["onnx"]
+    res = load(str(fixed))([str(bus), str(bus)], size=640)
+    assert tuple(res.shape[2:]) == (320, 320) and len(res.xyxy) == 2 and len(res.xyxy[0]) >= 3
