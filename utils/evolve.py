@@ -115,11 +115,14 @@ def default_storage(save_dir: str | Path) -> str:
     return f"sqlite:///{(Path(save_dir) / 'evolve.db').resolve()}"
 
 
-def open_study(storage_url: str, study_name: str = STUDY_NAME, heartbeat_s: int = HEARTBEAT_S,
-               grace_s: float = GRACE_S):
+def open_study(storage_url: str, study_name: str = STUDY_NAME, heartbeat_s: int | None = None,
+               grace_s: float | None = None):
     """Create or load (`load_if_exists`) the study in an RDB storage with heartbeats (every
-    `heartbeat_s` seconds) and one retry of trials whose heartbeat is older than `grace_s` seconds;
-    SQLite connections wait up to 60 s for a lock held by another process."""
+    `heartbeat_s` seconds, default :data:`HEARTBEAT_S`) and one retry of trials whose heartbeat is
+    older than `grace_s` seconds (default :data:`GRACE_S`); SQLite connections wait up to 60 s for a
+    lock held by another process."""
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+    grace_s = GRACE_S if grace_s is None else grace_s
     import optuna
     import sqlalchemy.exc
 
@@ -250,7 +253,7 @@ def _trial_opt(opt: argparse.Namespace, save_dir: Path, number: int) -> argparse
 
 
 def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace], dict],
-           catch: tuple[type[Exception], ...] = (), heartbeat_s: int = HEARTBEAT_S, grace_s: float = GRACE_S) -> dict:
+           catch: tuple[type[Exception], ...] = (), heartbeat_s: int | None = None, grace_s: float | None = None) -> dict:
     """Run trials of ``train_fn(hyp, opt)`` (returning a dict with ``results``: P, R, mAP50,
     mAP50-95, val box/obj/cls losses) until the study has ``opt.evolve`` complete trials.
 
@@ -261,8 +264,10 @@ def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace
     While the study lacks complete trials and some are RUNNING (in another process, or left by a
     killed one), it says so and waits: a trial whose heartbeat (every `heartbeat_s` s) is older
     than `grace_s` s is marked FAIL and retried here. A RUNNING trial without any heartbeat is
-    never retried; it is reported and the function returns.
+    never retried; it is reported and the function returns. Defaults: :data:`HEARTBEAT_S`, :data:`GRACE_S`.
     """
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+    grace_s = GRACE_S if grace_s is None else grace_s
     import optuna
 
     n = int(opt.evolve)
