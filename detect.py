@@ -12,6 +12,11 @@ so no two inputs share an output; a rerun with ``--exist-ok`` overwrites its own
 that cannot be read is skipped with a warning and counted in the closing summary. The run
 folder is made when the first image has been read: a run that fails before (missing
 weights, missing source) leaves none.
+
+Exit codes of ``python detect.py``:
+    0  at least one input was processed (others may have been skipped: see the closing summary)
+    1  nothing could be processed: every input was skipped as unreadable
+    2  bad arguments, or the weights or the source were not found / could not be loaded
 """
 
 from __future__ import annotations
@@ -289,13 +294,18 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit code (0, 1 or 2, see the module docstring)."""
     opt = parse_opt(argv)
     print_args("detect", opt)
     try:
-        run(**vars(opt))
+        _, results = run(**vars(opt))
     except (FileNotFoundError, CheckpointError, ValueError) as e:
         LOGGER.error(f"ERROR: {e}")
         return 2
+    if not results:
+        LOGGER.error(f"ERROR: nothing processed: every input in {opt.source} was skipped as unreadable "
+                     "(see the warnings above); pass images or videos that OpenCV can read")
+        return 1
     return 0
 
 

@@ -194,3 +194,18 @@ def test_no_source_says_what_to_pass(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "no --source given" in err and "--source path/to/images" in err
+
+
+def test_exit_code_when_every_input_is_skipped(tmp_path, weights_n, capsys):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.avi").write_bytes(b"")
+    (src / "b.jpg").write_bytes(b"")
+    args = ["--weights", str(weights_n), "--source", str(src), "--imgsz", "64", "--project", str(tmp_path / "runs")]
+    assert detect.main(args) == 1
+    err = capsys.readouterr().err
+    assert "0 file(s) processed" in err and "2 skipped" in err
+    assert err.strip().splitlines()[-1].startswith("ERROR: nothing processed")
+    _jpeg(src / "c.jpg", 0)  # one readable image among the bad ones: the run succeeds
+    assert detect.main(args) == 0
+    assert "1 file(s) processed" in capsys.readouterr().err

@@ -104,3 +104,46 @@ def test_sqlite_storage_folder_is_created(tmp_path):
     db = tmp_path / "new" / "folder" / "study.db"
     study = ev.open_study(f"sqlite:///{db}")
     assert db.is_file() and study.study_name == ev.STUDY_NAME
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_resume_right_after_a_kill_waits_for_the_stale_trial(tmp_path, capsys):
+    """Resumed within the stale window: the RUNNING trial is reported, waited for and retried in the
+    same call, instead of "0 complete trials ... (evolve.csv, ...)" with no file written."""
+    import optuna
+    from optuna.trial import TrialState
+
+    opt = _opt(tmp_path, 2)
+    Path(opt.save_dir).mkdir(parents=True)
+    study = ev.open_study(ev.default_storage(opt.save_dir), heartbeat_s=1, grace_s=2)
+    orphan = study.ask({"lr0": optuna.distributions.FloatDistribution(1e-5, 0.1, log=True)})
+    study._storage.record_heartbeat(orphan._trial_id)  # its process is killed right away
+    assert ev.heartbeat_ages(study)[orphan.number] < 2
+    calls: list = []
+    out = ev.evolve(opt, _fake_train(calls), heartbeat_s=1, grace_s=2)
+    log = capsys.readouterr().err
+    assert out["complete"] == 2 and len(calls) == 2  # the YAML's point and the killed trial's, retried
+    assert any(c[0]["lr0"] == pytest.approx(orphan.params["lr0"]) for c in calls)
+    assert f"trial {orphan.number} is RUNNING, last heartbeat" in log and "once it is 2 s stale" in log
+    states = [t.state for t in ev.open_study(ev.default_storage(opt.save_dir)).get_trials()]
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
+    last = next(ln for ln in reversed(log.splitlines()) if "complete trials;" in ln)
+    assert "2 complete trials" in last and "(evolve.csv, hyp_evolve.yaml, evolve.png)" in last
+    assert all((Path(opt.save_dir) / f).is_file() for f in ("evolve.csv", "hyp_evolve.yaml", "evolve.png"))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_summary_lists_only_files_written(tmp_path, capsys):
+    """A RUNNING trial without heartbeat can never be retried: say so, and name no output file."""
+    import optuna
+
+    opt = _opt(tmp_path, 1)
+    Path(opt.save_dir).mkdir(parents=True)
+    study = ev.open_study(ev.default_storage(opt.save_dir), heartbeat_s=1, grace_s=1)
+    study.ask({"lr0": optuna.distributions.FloatDistribution(1e-5, 0.1, log=True)})
+    out = ev.evolve(opt, _fake_train([]), heartbeat_s=1, grace_s=1)
+    log = capsys.readouterr().err
+    assert out["complete"] == 0 and "without a heartbeat" in log
+    last = next(ln for ln in reversed(log.splitlines()) if "complete trials;" in ln)
+    assert "0 complete trials" in last and "no results written yet" in last and "evolve.csv" not in last
+    assert not (Path(opt.save_dir) / "evolve.csv").exists()

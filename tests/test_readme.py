@@ -40,3 +40,24 @@ def test_missing_results_file_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(update_readme, "ROOT", tmp_path.parent)
     with pytest.raises(FileNotFoundError, match="nothere.md"):
         update_readme.render("<!-- results: nothere -->\n<!-- /results -->\n")
+
+
+def test_differences_list_names_implemented_flags_as_such():
+    """The README's differences from upstream describe how the implemented flags differ; none is
+    called missing while the scripts accept it."""
+    import re
+
+    import detect
+    import train
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Differences from upstream YOLOv5", 1)[1].split("\n## ", 1)[0]
+    assert "not yet implemented" not in section
+    for flag in ("--evolve", "--image-weights", "--quad", "--save-csv", "--visualize"):
+        assert re.search(rf"`[^`]*{flag}\b", section), flag
+    t = train.parse_opt(["--evolve", "2", "--image-weights", "--quad"])
+    d = detect.parse_opt(["--source", "x.jpg", "--save-csv", "--visualize"])
+    assert (t.evolve, t.image_weights, t.quad, d.save_csv, d.visualize) == (2, True, True, True, True)
+    anchors = re.findall(r"\]\(#([a-z0-9-]+)\)", section)
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    assert anchors and set(anchors) <= headings

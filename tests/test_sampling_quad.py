@@ -85,3 +85,16 @@ def test_quad_batch_rules(tmp_path):
         ds.YoloDataset.collate_fn4([_item(1, BOX)] * 3)
     with pytest.raises(ValueError, match="multiple of 4"):
         ds.create_dataloader(tmp_path, 64, 6, 32, quad=True)
+
+
+def test_quad_on_a_dataset_smaller_than_4_says_the_batch_was_cut(tmp_path):
+    import cv2
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.jpg"), np.full((64, 64, 3), 40 * i, np.uint8))
+        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(ValueError, match=r"holds only 2 image\(s\), so the batch size 4 was cut to 2") as e:
+        ds.create_dataloader(tmp_path / "images", 64, 4, 32, quad=True)
+    assert "without --quad" in str(e.value)

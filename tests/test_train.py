@@ -378,3 +378,26 @@ def test_results_plot_of_one_epoch_reads_true(tmp_path, monkeypatch):
     for ax in fig.axes[:2]:
         assert ax.get_xlim() == (-0.5, 0.5) and ax.yaxis.get_major_formatter().get_offset() == ""
         assert ax.get_lines()[0].get_marker() == "."
+
+
+def test_results_plot_small_learning_rate_is_readable(tmp_path, monkeypatch):
+    """One epoch, lr 1e-4: the y axis hugs the value (not -0.04..0.04) and its labels are not all "0.00"."""
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from utils.train_plots import plot_results
+
+    figs = []
+    real_save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, *a, **k: (figs.append(self), real_save(self, *a, **k)))
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("epoch,x/lr0,x/lr1,x/lr2\n0,0.0001,2.5e-05,0.0001\n")
+    assert plot_results(csv_path).is_file()
+    fig = figs[0]
+    FigureCanvasAgg(fig).draw()
+    for ax, v in zip(fig.axes, (1e-4, 2.5e-5, 1e-4)):
+        lo, hi = ax.get_ylim()
+        assert lo <= v <= hi and v / 2 <= lo and hi <= 2 * v, (ax.get_title(), lo, hi)
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        scale = ax.yaxis.get_major_formatter().get_offset()  # e.g. "1e−4"
+        assert len(set(labels)) > 1 and scale, (labels, scale)

@@ -44,17 +44,30 @@ def holds_training_results(path: Path) -> bool:
 def run_folder(path: str | Path, worth_keeping: Callable[[Path], bool] = holds_files) -> Iterator[Path]:
     """Make the run folder `path` and hand it to the block; when the block raises and the folder
     did not exist before and holds nothing `worth_keeping` (default: no file at all), remove it,
-    so a run that fails before doing anything leaves no empty ``runs/*/expN`` behind."""
+    together with the parent folders this call created that are left empty (``runs/train`` and
+    ``runs`` on a fresh clone), so a run that fails before doing anything leaves no empty folders."""
     path = Path(path)
-    existed = path.exists()
+    created = _missing_folders(path)  # deepest first
     path.mkdir(parents=True, exist_ok=True)
     try:
         yield path
     except BaseException:
-        if not existed and path.is_dir() and not worth_keeping(path):
+        if created and path.is_dir() and not worth_keeping(path):
             shutil.rmtree(path, ignore_errors=True)
             LOGGER.info(f"removed the run folder {path}: the run failed before writing any result")
+            for parent in created[1:]:
+                with contextlib.suppress(OSError):  # not empty (another run wrote there): keep it
+                    parent.rmdir()
         raise
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its ancestors that do not exist yet, deepest first (empty if `path` exists)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def check_img_size(imgsz: int | list[int], s: int = 32, floor: int = 0) -> int | list[int]:

@@ -21,7 +21,9 @@ Re-running the same command resumes the study (``load_if_exists``).
 Trials interrupted by a killed process: every running trial records a heartbeat every
 :data:`HEARTBEAT_S` seconds; one whose heartbeat is older than :data:`GRACE_S` seconds is marked
 FAIL by the next process that starts a trial, and its parameters are enqueued again once
-(Optuna's ``RetryFailedTrialCallback``), so the point is still tried. A trial whose training
+(Optuna's ``RetryFailedTrialCallback``), so the point is still tried. A process that finds the
+study short of ``N`` complete trials while some are RUNNING says so and waits: for a dead one
+until it is stale, then retries it; for a live one of another process until it ends. A trial whose training
 raises TrainingError (diverged loss) is recorded as FAIL and the process goes on.
 
 Outputs in the run folder (rewritten from the storage after every trial, by whichever process
@@ -113,9 +115,14 @@ def default_storage(save_dir: str | Path) -> str:
     return f"sqlite:///{(Path(save_dir) / 'evolve.db').resolve()}"
 
 
-def open_study(storage_url: str, study_name: str = STUDY_NAME):
-    """Create or load (`load_if_exists`) the study in an RDB storage with heartbeats and a retry of
-    stale trials; SQLite connections wait up to 60 s for a lock held by another process."""
+def open_study(storage_url: str, study_name: str = STUDY_NAME, heartbeat_s: int | None = None,
+               grace_s: float | None = None):
+    """Create or load (`load_if_exists`) the study in an RDB storage with heartbeats (every
+    `heartbeat_s` seconds, default :data:`HEARTBEAT_S`) and one retry of trials whose heartbeat is
+    older than `grace_s` seconds (default :data:`GRACE_S`); SQLite connections wait up to 60 s for a
+    lock held by another process."""
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+    grace_s = GRACE_S if grace_s is None else grace_s
     import optuna
     import sqlalchemy.exc
 
@@ -130,7 +137,7 @@ def open_study(storage_url: str, study_name: str = STUDY_NAME):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = optuna.storages.RDBStorage(
-                    storage_url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    storage_url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_s), grace_period=grace_s,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
@@ -155,6 +162,31 @@ def _complete(study) -> list:
     from optuna.trial import TrialState
 
     return sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+
+
+def _running(study) -> list:
+    from optuna.trial import TrialState
+
+    return sorted(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), key=lambda t: t.number)
+
+
+def heartbeat_ages(study) -> dict[int, float | None]:
+    """Seconds since the last heartbeat of each RUNNING trial of `study` (by trial number; None
+    when the trial has no heartbeat record), read from the RDB storage's clock."""
+    import sqlalchemy
+    from optuna.storages._rdb import models  # Optuna has no public reader of heartbeat times
+
+    rdb = getattr(study._storage, "_backend", study._storage)
+    session = rdb.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+        ages = {}
+        for t in _running(study):
+            hb = models.TrialHeartbeatModel.where_trial_id(t._trial_id, session)
+            ages[t.number] = None if hb is None else (now - hb.heartbeat.replace(tzinfo=None)).total_seconds()
+        return ages
+    finally:
+        session.close()
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -221,14 +253,21 @@ def _trial_opt(opt: argparse.Namespace, save_dir: Path, number: int) -> argparse
 
 
 def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace], dict],
-           catch: tuple[type[Exception], ...] = ()) -> dict:
+           catch: tuple[type[Exception], ...] = (), heartbeat_s: int | None = None, grace_s: float | None = None) -> dict:
     """Run trials of ``train_fn(hyp, opt)`` (returning a dict with ``results``: P, R, mAP50,
     mAP50-95, val box/obj/cls losses) until the study has ``opt.evolve`` complete trials.
 
     Returns ``study``, ``best_hyp``, ``best_fitness``, ``complete`` (count) and ``save_dir``.
     A trial raising one of `catch` (train.py passes TrainingError) is recorded as FAIL and the
     next one starts; other errors propagate. Raises ValueError for ``--evolve`` < 1.
+
+    While the study lacks complete trials and some are RUNNING (in another process, or left by a
+    killed one), it says so and waits: a trial whose heartbeat (every `heartbeat_s` s) is older
+    than `grace_s` s is marked FAIL and retried here. A RUNNING trial without any heartbeat is
+    never retried; it is reported and the function returns. Defaults: :data:`HEARTBEAT_S`, :data:`GRACE_S`.
     """
+    heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+    grace_s = GRACE_S if grace_s is None else grace_s
     import optuna
 
     n = int(opt.evolve)
@@ -239,7 +278,7 @@ def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace
     base = load_hyp(opt.hyp)
     space = search_space(base)
     url = opt.evolve_storage or default_storage(save_dir)
-    study = open_study(url)
+    study = open_study(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
     LOGGER.info(f"evolve: study '{STUDY_NAME}' in {url}: {len(_complete(study))}/{n} trials complete, "
                 f"searching {len(space)} hyperparameters")
     study.enqueue_trial({k: float(base[k]) for k in space}, skip_if_exists=True)
@@ -267,17 +306,44 @@ def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace
         if _taken(st) >= n:
             st.stop()
 
-    before = len(_complete(study))
-    if _taken(study) < n:
-        study.optimize(objective, n_trials=n, catch=catch, callbacks=[after_trial])
+    before, reported = len(_complete(study)), set()
+    while True:
+        if _taken(study) < n:
+            study.optimize(objective, n_trials=n, catch=catch, callbacks=[after_trial])
+        if len(_complete(study)) >= n or not _running(study) or not _wait_for_running(study, grace_s, heartbeat_s, reported):
+            break
     done = write_outputs(study, save_dir, list(space))
     png_missing = not (save_dir / "evolve.png").is_file()
     last_one = _taken(study) == done  # no trial of another process still running: this one plots
     if done and last_one and (png_missing or done > before):
         plot_evolve(save_dir / "evolve.csv", list(space))
     best = max(_complete(study), key=lambda t: t.value, default=None)
-    LOGGER.info(f"evolve: {done} complete trials; best fitness "
-                f"{best.value if best else float('nan'):.5g}; results in {save_dir} (evolve.csv, hyp_evolve.yaml, "
-                f"evolve.png)")
+    files = [f for f in ("evolve.csv", "hyp_evolve.yaml", "evolve.png") if (save_dir / f).is_file()]
+    where = f"results in {save_dir} ({', '.join(files)})" if files else f"no results written yet in {save_dir}"
+    LOGGER.info(f"evolve: {done} complete trials; best fitness {best.value if best else float('nan'):.5g}; {where}")
     return {"study": study, "best_hyp": best.user_attrs["hyp"] if best else None,
             "best_fitness": best.value if best else None, "complete": done, "save_dir": save_dir}
+
+
+def _wait_for_running(study, grace_s: float, heartbeat_s: float, reported: set[int]) -> bool:
+    """Report the RUNNING trials, sleep until the stalest may have passed `grace_s`, then fail the
+    stale ones (they are enqueued again). False when waiting cannot help (a trial without heartbeat)."""
+    import optuna
+
+    ages = heartbeat_ages(study)
+    for num, age in ages.items():
+        if age is None:
+            LOGGER.warning(f"evolve: WARNING: trial {num} is RUNNING without a heartbeat (not started by --evolve?), "
+                           f"so it is never retried; mark it FAIL with Optuna or use another --evolve-storage")
+            return False
+        if num in reported:
+            continue
+        reported.add(num)
+        LOGGER.info(f"evolve: trial {num} is RUNNING, last heartbeat {age:.0f} s ago; it is retried once it is "
+                    f"{grace_s:g} s stale - waiting (a live trial of another process is waited for until it ends)")
+    oldest = max(ages.values(), default=0.0)
+    time.sleep(min(max(grace_s - oldest, 0.0) + 0.5, max(float(heartbeat_s), 0.5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return True

@@ -6,6 +6,8 @@ is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
 
 import cv2
@@ -132,14 +134,20 @@ def _overlap(a, b) -> float:
 
 
 def pad_flat_axis(ax, rel: float = 0.02) -> None:
-    """Give each axis of `ax` whose data nearly coincide a span of at least `rel` of its values
-    (and no offset notation), so that a difference of 1e-6 is drawn as the nothing it is
-    instead of filling the axis as "1e-6 + 1.776e-1"."""
+    """Give each axis of `ax` whose data nearly coincide a span of `rel` of their value, centred
+    on it (a learning rate of 1e-4 on one epoch gets 0.99e-4..1.01e-4, not matplotlib's
+    -0.04..0.04 labelled "0.00"), so that a difference of 1e-6 is drawn as the nothing it is
+    instead of filling the axis as "1e-6 + 1.776e-1". No offset notation; small or large
+    values get scientific tick labels (x 1e-4). All-zero or empty axes are left as they are."""
     ax.ticklabel_format(useOffset=False)
-    for get, set_ in ((ax.get_ylim, ax.set_ylim), (ax.get_xlim, ax.set_xlim)):
-        lo, hi = get()
+    with contextlib.suppress(AttributeError):  # a non-scalar formatter (dates, categories): keep it
+        ax.ticklabel_format(style="sci", scilimits=(-3, 4))
+    data = ax.dataLim
+    for (lo, hi), set_ in ((data.intervaly, ax.set_ylim), (data.intervalx, ax.set_xlim)):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            continue  # no data on this axis
         mid, need = (lo + hi) / 2, max(abs(lo), abs(hi)) * rel
-        if hi - lo < need:
+        if 0 < need and hi - lo < need:
             set_(mid - need / 2, mid + need / 2)
 
 

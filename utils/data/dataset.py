@@ -365,6 +365,10 @@ def create_dataloader(
     else:
         dataset = YoloDataset(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache_images=cache,
                               single_cls=single_cls, stride=int(stride), pad=pad, prefix=prefix, nc=nc)
+    if quad and len(dataset) < 4:
+        raise ValueError(f"{prefix}--quad needs batches of at least 4 images, but {path} holds only {len(dataset)} "
+                         f"image(s), so the batch size {batch_size} was cut to {len(dataset)}; add images (at least 4) "
+                         "or train without --quad")
     batch_size = min(int(batch_size), len(dataset))
     world = dist.get_world_size() if distributed else max(int(os.getenv("WORLD_SIZE", 1)), 1)
     nw = max(min((os.cpu_count() or 1) // world, batch_size if batch_size > 1 else 0, workers), 0)
