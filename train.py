@@ -10,7 +10,9 @@ From Python: ``train.run(data=..., weights=..., epochs=...)`` returns a dict wit
 metrics and the run folder. Outputs go to ``runs/train/exp*``: ``weights/last.pt`` and
 ``best.pt`` (plain data, ``torch.load(weights_only=True)`` opens them), ``hyp.yaml``,
 ``opt.yaml``, ``results.csv`` / ``results.png``, ``labels.jpg``, ``train_batch*.jpg`` and
-the validation plots.
+the validation plots. Attention blocks new to the --weights get a ``gate/<block>`` column in
+results.csv; those given an identity start are faded in by the hyp's ``gate_schedule``
+(utils/gates.py).
 """
 
 from __future__ import annotations

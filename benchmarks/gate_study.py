@@ -68,7 +68,7 @@ def table(recs: list[dict]) -> list[dict]:
     for r in recs:
         final = [abs(v[-1]) for v in r["gates"].values() if v]
         rows.append({"config": Path(r["cfg"]).stem, "candidate": r["candidate"],
-                     "mean |gate|": f"{statistics.fmean(final):.3f}" if final else "-",
+                     "mean abs gate": f"{statistics.fmean(final):.3f}" if final else "-",
                      "mAP50-95": f"{r['final_map']:.3f}",
                      "mAP50-95 per epoch": " ".join(f"{x:.3f}" for x in r["map"]),
                      "seconds": f"{r['seconds']:.0f}"})
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                          if k in opt.candidates)
     md = [f"Gate study: yolov5n.pt fine-tuned on coco128 at 320 px, batch 16, {opt.epochs} epochs, seed {opt.seed}, "
           f"hyp.scratch-low.yaml plus the candidate's gate hyperparameters ({cand_txt}). mean |gate| = mean over the "
-          "new blocks of |gate| in the final (EMA) model: 0 = the identity the block starts as, 1 = the paper's block.",
+          "new blocks of |gate| in the final (EMA) model (column mean abs gate): 0 = the identity the block starts "
+          "as, 1 = the paper's block.",
           "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r.values()) + " |" for r in rows]
     cmd = " ".join(["python benchmarks/gate_study.py", *(argv if argv is not None else sys.argv[1:])])

@@ -34,8 +34,8 @@ def test_outputs_and_resume(tmp_path, monkeypatch):
         assert (tmp_path / "out" / f"gs{suffix}").is_file()
     rows = list(csv.DictReader(open(tmp_path / "out" / "gs.csv", encoding="utf-8")))
     by = {(r["config"], r["candidate"]): r for r in rows}
-    assert by[("yolov5n", "baseline")]["mean |gate|"] == "-"
-    assert by[("yolov5n_C3CBAM", "fade")]["mean |gate|"] == "1.000"  # |gate| of blocks with either sign
+    assert by[("yolov5n", "baseline")]["mean abs gate"] == "-"
+    assert by[("yolov5n_C3CBAM", "fade")]["mean abs gate"] == "1.000"  # |gate| of blocks with either sign
     assert by[("yolov5n_CBAM", "lr_x100")]["mAP50-95 per epoch"] == "0.200 0.210 0.220"
     assert gate_study.main(args) == 0 and len(calls) == 7  # resumed: nothing trained again
 
