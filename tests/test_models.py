@@ -52,7 +52,7 @@ def test_every_top_level_yaml_builds_and_runs(cfg, log_warnings):
     head = model.model[-1]
     assert isinstance(head, Detect)
     assert head.stride.tolist() == [8.0, 16.0, 32.0]
-    sizes = [(256, 416), (320, 320), (640, 640)]
+    sizes = [(256, 416), (320, 320)] + [(640, 640)] * cfg.startswith(("yolov5n", "yolov5s"))  # m/l/x: CI time
     with torch.no_grad():
         for h, w in sizes:
             y, raw = model(torch.zeros(1, 3, h, w))
