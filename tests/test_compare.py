@@ -12,12 +12,12 @@ import pytest
 
 import compare
 from data.synthetic import make_synthetic
+from tests.logcapture import LogLines
 
 CFGS = ["yolov5n.yaml", "yolov5n_SE.yaml"]
 TINY = dict(imgsz=64, epochs=1, seeds=2, batch_size=4, workers=0, runs=2, threads=1)
 COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "gate",
            "Δ mAP50-95"]
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -194,23 +194,6 @@ def test_mean_gate_reads_how_far_blocks_opened(tmp_path):
 
 
 # ------------------------------------------------------------------ issue 13: progress, slow configs, plots
-class _Log:
-    def __enter__(self):
-        import logging
-
-        from utils.logging import LOGGER
-
-        self.lines, self.h = [], logging.Handler()
-        self.h.emit = lambda r: self.lines.append(r.getMessage())
-        LOGGER.addHandler(self.h)
-        return self
-
-    def __exit__(self, *a):
-        from utils.logging import LOGGER
-
-        LOGGER.removeHandler(self.h)
-
-
 def _fake_cost(cpu_ms):
     return {"params": 1_000_000, "gflops": 1.0, "cpu_ms": cpu_ms, "gpu_ms": None, "peak_mem_mb": 10.0}
 
@@ -219,7 +202,7 @@ def test_cost_progress_estimate_and_slow_flag(tmp_path, monkeypatch):
     slow = {"yolov5n_SE.yaml": 2500.0}
     monkeypatch.setattr(compare, "measure_cost", lambda c, *a, **k: _fake_cost(slow.get(c, 40.0)))
     cfgs = ["yolov5n.yaml", "yolov5n_SE.yaml", "yolov5n_CBAM.yaml"]
-    with _Log() as log:
+    with LogLines() as log:
         compare.run(cfgs, imgsz=64, project=str(tmp_path), name="c")
     text = "\n".join(log.lines)
     assert "[1/3] yolov5n: measuring cost at 64" in text
@@ -227,7 +210,7 @@ def test_cost_progress_estimate_and_slow_flag(tmp_path, monkeypatch):
     assert "[3/3, about" in text and "left] yolov5n_CBAM" in text
     flagged = [ln for ln in log.lines if "slow" in ln]
     assert len(flagged) == 1 and "yolov5n_SE: 2.5 s per forward pass at 64" in flagged[0]
-    with _Log() as log:  # a rerun: every measurement skipped, still counted
+    with LogLines() as log:  # a rerun: every measurement skipped, still counted
         compare.run(cfgs, imgsz=64, project=str(tmp_path), name="c")
     assert "[3/3] yolov5n_CBAM: cost already measured, skipped" in "\n".join(log.lines)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import shutil
 from pathlib import Path
 
@@ -14,10 +13,10 @@ import train
 from data.synthetic import make_synthetic
 from models.transfer import load_pretrained
 from models.yolo import DetectionModel
+from tests.logcapture import LogLines
 from utils.checkpoint import load_checkpoint, model_record, save_checkpoint
 from utils.data.dataset import load_hyp
 from utils.gates import GATE_HYP_DEFAULTS, MIN_FADE_BATCHES, FadeIn, faded_gates, gate_hyp, make_gate_schedule
-from utils.logging import LOGGER
 from utils.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,24 +40,8 @@ def base_pt(tmp_path_factory) -> Path:
     return f
 
 
-class _Log(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        LOGGER.addHandler(self)
-        return self
-
-    def __exit__(self, *a):
-        LOGGER.removeHandler(self)
-
-
 def _finetune(synth: Path, base_pt: Path, project: Path, **kw) -> tuple[dict, str]:
-    with _Log() as log:
+    with LogLines() as log:
         out = train.run(data=str(synth), weights=str(base_pt), cfg="yolov5n_CBAM.yaml", project=str(project),
                         **{**TINY, **kw})
     return out, "\n".join(log.lines)
@@ -167,7 +150,7 @@ def test_resume_continues_the_fade(synth, base_pt, tmp_path):
     stopped = tmp_path / "b" / "exp" / "weights"
     stopped.mkdir(parents=True)
     shutil.copy(out["save_dir"] / "weights" / "epoch0.pt", stopped / "last.pt")
-    with _Log() as log:
+    with LogLines() as log:
         res = train.run(resume=str(stopped / "last.pt"), device="cpu", workers=0)
     assert "Gates of model.9: faded in" in "\n".join(log.lines)
     assert load_checkpoint(res["last"])["model"]["state_dict"]["model.9.gate"].item() != 0  # sanity
@@ -181,7 +164,7 @@ def test_no_identity_start_and_scratch_untouched(synth, base_pt, tmp_path):
     assert "Gates of" not in log  # no schedule: the paper's block (gate 1), trained as any weight
     gate = float(_rows(out["save_dir"] / "results.csv")[-1]["gate/model.9"])
     assert 0.9 < gate < 1.1
-    with _Log() as lg:
+    with LogLines() as lg:
         out = train.run(data=str(synth), weights="", cfg="yolov5n_CBAM.yaml", project=str(tmp_path / "b"),
                         epochs=1, **TINY)
     assert "Gates of" not in "\n".join(lg.lines)

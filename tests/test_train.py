@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import signal
 import subprocess
@@ -18,13 +17,12 @@ import torch
 
 import train
 from data.synthetic import make_synthetic
+from tests.logcapture import LogLines
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model
 from utils.data.dataset_config import DatasetNotFoundError
-from utils.logging import LOGGER
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(imgsz=128, batch_size=4, workers=0, device="cpu", exist_ok=False)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,26 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def synth(tmp_path_factory) -> Path:
     """8 train / 4 val images of 128 px, 3 classes."""
     return make_synthetic(tmp_path_factory.mktemp("synth"), n_train=8, n_val=4, imgsz=128, seed=0)
-
-
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        LOGGER.addHandler(self)
-        return self
-
-    def __exit__(self, *a):
-        LOGGER.removeHandler(self)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -64,7 +42,7 @@ def _rows(path: Path) -> list[dict]:
 def tiny_run(synth, tmp_path_factory):
     """Two epochs from scratch at --img 120 (rounded to 128), plots on."""
     project = tmp_path_factory.mktemp("runs")
-    with _Lines() as log:
+    with LogLines() as log:
         out = train.run(data=str(synth), weights="", cfg="yolov5n.yaml", epochs=2, project=str(project),
                         **{**FAST, "imgsz": 120})
     return out, log.text
@@ -216,7 +194,7 @@ def _finetune_into_cbam(tiny_run, project: Path, **flags) -> tuple[dict, dict, s
     `flags`; returns the run's result, the source state dict and the log text."""
     out, _ = tiny_run
     src = load_checkpoint(out["last"])
-    with _Lines() as log:
+    with LogLines() as log:
         res = train.run(data=src["opt"]["data"], weights=str(out["last"]), cfg="yolov5n_CBAM.yaml",
                         project=str(project), freeze=[10], noval=True, noplots=True, **FAST, **flags)
     return res, src["model"]["state_dict"], log.text
@@ -304,7 +282,7 @@ def test_multi_scale_sizes_respect_the_floor():
 def test_img_floor_message_names_the_rule(tmp_path):
     from utils.cli import check_img_size
 
-    with _Lines() as log:
+    with LogLines() as log:
         assert check_img_size(32, 32, floor=64) == 64
         assert check_img_size(70, 32, floor=64) == 96
     assert "--img-size 32 must be at least 64 (2 x max stride 32" in log.text
@@ -351,7 +329,7 @@ def test_failed_run_leaves_no_run_folder_and_checkpoints_follow_umask(synth, tin
 
 def test_resume_of_a_finished_run_is_refused_before_resuming(tiny_run, capsys):
     out, _ = tiny_run
-    with _Lines() as log:
+    with LogLines() as log:
         assert train.cli(["--resume", str(out["last"]), "--device", "cpu"]) == 1
     assert "Resuming" not in log.text
     assert "finished run" in log.text and "nothing to resume" in log.text
