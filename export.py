@@ -20,6 +20,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,18 +89,29 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     return file
 
 
-def calibration_images(data: str | Path, imgsz: int, stride: int, n: int = 300):
-    """Up to `n` letterboxed validation images of dataset `data`, each (1, 3, imgsz, imgsz) float32 in [0, 1]."""
+def calibration_images(data: str | Path, imgsz: int | tuple[int, int], stride: int, n: int = 300, batch: int = 1):
+    """Up to `n` validation images of dataset `data` letterboxed to exactly `imgsz` ((h, w), or an
+    int for a square), in float32 arrays of shape (batch, 3, h, w) with values in [0, 1]: the input
+    shape of the model being quantized."""
+    from utils.data.augment import letterbox
     from utils.data.dataset import create_dataloader
     from utils.data.dataset_config import check_dataset
 
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (int(imgsz[0]), int(imgsz[1]))
     d = check_dataset(data)
-    loader = create_dataloader(d["val"], imgsz, 1, stride, rect=False, pad=0.0, workers=0, augment=False,
+    loader = create_dataloader(d["val"], max(h, w), 1, stride, rect=False, pad=0.0, workers=0, augment=False,
                                shuffle=False, prefix="calibration: ", nc=int(d["nc"]))[0]
+    group = []
     for i, (im, *_) in enumerate(loader):
         if i >= n:
             break
-        yield (im.float() / 255).numpy()
+        hwc = np.ascontiguousarray(im[0].numpy().transpose(1, 2, 0))
+        if hwc.shape[:2] != (h, w):
+            hwc = letterbox(hwc, (h, w), auto=False, stride=stride)[0]
+        group.append(hwc.transpose(2, 0, 1).astype(np.float32) / 255)
+        if len(group) == batch:
+            yield np.stack(group)
+            group = []
 
 
 def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = False, int8: bool = False,
@@ -122,11 +134,12 @@ def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | N
     """NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations)."""
     import nncf
 
-    size = meta["imgsz"][0]
-    images = list(calibration_images(data, size, meta["stride"]))
+    size, batch = tuple(meta["imgsz"]), 1 if meta.get("dynamic") else int(meta.get("batch") or 1)
+    images = list(calibration_images(data, size, meta["stride"], batch=batch))
     if not images:
-        raise ExportError(f"--data {data}: no validation images found for INT8 calibration")
-    LOGGER.info(f"INT8: calibrating on {len(images)} images of {data} at {size}")
+        raise ExportError(f"--data {data}: no validation images found for INT8 calibration "
+                          f"(batches of {batch} at {size[0]}x{size[1]})")
+    LOGGER.info(f"INT8: calibrating on {len(images)} batches of {batch} images of {data} at {size[0]}x{size[1]}")
     # Convolutions (weights and inputs) become INT8. Kept in floating point: the Detect layer, whose
     # decoding (sigmoid, grid offsets, anchor sizes in pixels) spans 0 to the image size, and the
     # elementwise products (SiLU = x * sigmoid(x), attention gates), whose quantized inputs cost mAP.

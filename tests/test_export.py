@@ -210,16 +210,18 @@ def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
     import openvino as ov
 
     model = export.load_model(weights_n, "cpu")
-    files = export.export_model(model, tmp_path / "q", ("openvino",), imgsz=(128, 128), int8=True, data=coco_subset)
+    # a rectangle and batch 2: calibration batches take the export's exact input shape
+    files = export.export_model(model, tmp_path / "q", ("openvino",), imgsz=(128, 96), batch_size=2, int8=True,
+                                data=coco_subset)
     assert files["openvino"].name == "q_int8_openvino_model"
     b = load_backend(files["openvino"])
-    assert b.meta["precision"] == "int8" and (b.imgsz, b.dynamic) == ((128, 128), False)
+    assert b.meta["precision"] == "int8" and (b.imgsz, b.dynamic, b.batch) == ((128, 96), False, 2)
     ops = ov.Core().read_model(str(files["openvino"] / "q.xml")).get_ops()
     n_conv = sum(op.get_type_name() == "Convolution" for op in ops) - 3  # the Detect convolutions stay float
     int8_weights = [op for op in ops if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
     assert len(int8_weights) >= n_conv >= 50  # every backbone/neck convolution has INT8 weights
     assert sum(op.get_type_name() == "FakeQuantize" for op in ops) >= n_conv  # and quantized inputs
-    x = torch.rand(1, 3, 128, 128)
+    x = torch.rand(2, 3, 128, 96)
     with torch.no_grad():
         want = model(x)[0]
     got = b(x)

@@ -89,6 +89,9 @@ def test_gate_hyp_defaults_and_bad_values():
         gate_hyp({"gate_schedule": "open"})
     with pytest.raises(ValueError, match="gate_lr_mult"):
         gate_hyp({"gate_lr_mult": -1})
+    for bad in (float("nan"), float("inf"), "3"):  # YAML's .nan / .inf / a quoted number
+        with pytest.raises(ValueError, match="gate_warmup_epochs.*finite number"):
+            gate_hyp({"gate_warmup_epochs": bad})
     assert type(make_gate_schedule({"gate_schedule": "train"}, {}, 4)).__name__ == "GateSchedule"
 
 

@@ -32,6 +32,7 @@ from scratch or with ``--no-identity-start`` (their gates start at 1 and are tra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -52,8 +53,9 @@ def gate_hyp(hyp: dict) -> dict:
         raise ValueError(f"hyp gate_schedule={out['gate_schedule']!r} is unknown; choose one of "
                          f"{', '.join(GATE_SCHEDULES)}")
     for k in ("gate_warmup_epochs", "gate_lr_mult"):
-        if not isinstance(out[k], (int, float)) or isinstance(out[k], bool) or out[k] < 0:
-            raise ValueError(f"hyp {k}={out[k]!r} must be a number >= 0")
+        v = out[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"hyp {k}={v!r} must be a finite number >= 0")
     return out
 
 
