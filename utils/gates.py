@@ -78,11 +78,18 @@ def faded_gates(model: nn.Module, blocks: list[str]) -> dict[str, nn.Parameter]:
     return out
 
 
+def attention_gates(model: nn.Module) -> dict[str, float]:
+    """``{module path: gate value}`` of every attention block in `model` (DDP-wrapped or not)."""
+    from utils.torch_utils import de_parallel
+
+    return {name: float(m.gate.detach().float().mean()) for name, m in de_parallel(model).named_modules()
+            if isinstance(m, AttentionBlock)}
+
+
 def block_gates(model: nn.Module, blocks: list[str]) -> dict[str, float]:
     """``{block name: gate value}`` of those of `blocks` that are attention blocks (for logging)."""
-    modules = dict(model.named_modules())
-    return {b: float(modules[b].gate.detach().float().item()) for b in blocks
-            if isinstance(modules.get(b), AttentionBlock)}
+    gates = attention_gates(model)
+    return {b: gates[b] for b in blocks if b in gates}
 
 
 class GateSchedule:

@@ -14,14 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-def attention_gates(model: nn.Module) -> dict[str, float]:
-    """{module path: gate value} of every attention block in `model` (DDP-wrapped or not)."""
-    from models.attention._base import AttentionBlock
-    from utils.torch_utils import de_parallel
-
-    return {name: float(m.gate.detach().float().mean()) for name, m in de_parallel(model).named_modules()
-            if isinstance(m, AttentionBlock)}
+from utils.gates import attention_gates
 
 
 class TensorBoardLogger:
