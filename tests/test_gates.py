@@ -115,6 +115,34 @@ def test_blocks_with_their_own_zero_scale_are_not_faded():
     assert faded_gates(m, ["model.9"]) == {}  # CC starts from its own gamma = 0 and keeps gate 1
 
 
+@pytest.mark.parametrize("cfg", ["yolov5n_CC.yaml", "yolov5n_DA.yaml", "yolov5n_NonLocal.yaml"])
+def test_logged_opening_of_blocks_with_their_own_zero_scale(cfg):
+    """DA / CC / NonLocal keep gate 1 under identity start; what is logged must still read 0 (identity)."""
+    from models.attention._base import identity_start
+    from utils.gates import attention_gates
+
+    torch.manual_seed(0)
+    m = DetectionModel(cfg, nc=3)
+    block = m.model[9]
+    assert attention_gates(m)["model.9"] == 0.0  # the paper initialises the residual scale to 0
+    with torch.no_grad():  # as training would move them
+        for p in block.parameters():
+            if p is not block.gate:
+                p.add_(0.25)
+    assert attention_gates(m)["model.9"] > 0.2
+    identity_start(m)
+    assert block.gate.item() == 1.0 and attention_gates(m)["model.9"] == 0.0
+    c = next(mod for mod in block.modules() if isinstance(mod, torch.nn.Conv2d)).in_channels
+    x = torch.randn(1, c, 4, 4)
+    assert torch.equal(block(x), x)  # 0 does mean identity
+    with torch.no_grad():
+        block.gate.fill_(0.5)
+        for p in block.parameters():
+            if p is not block.gate:
+                p.fill_(0.5)
+    assert attention_gates(m)["model.9"] == pytest.approx(0.25)  # gate x mean |scale|
+
+
 # ---- train.py
 
 

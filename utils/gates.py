@@ -26,7 +26,9 @@ picks what happens instead, from :data:`GATE_SCHEDULES`:
     optimizer group at ``lr0 * gate_lr_mult``.
 
 Blocks whose paper already starts from a zero residual scale (DA, CC, NonLocal) keep gate 1
-under identity start; no schedule touches them. Neither is anything done for models trained
+under identity start; no schedule touches them, and their own scales are trained as the paper
+does. What is logged for them (``gate/<block>`` in results.csv) is the gate times those scales
+(:meth:`AttentionBlock.opening`), so it starts at 0 too. Neither is anything done for models trained
 from scratch or with ``--no-identity-start`` (their gates start at 1 and are trained).
 """
 
@@ -79,11 +81,14 @@ def faded_gates(model: nn.Module, blocks: list[str]) -> dict[str, nn.Parameter]:
 
 
 def attention_gates(model: nn.Module) -> dict[str, float]:
-    """``{module path: gate value}`` of every attention block in `model` (DDP-wrapped or not)."""
+    """``{module path: opening}`` of every attention block in `model` (DDP-wrapped or not).
+
+    The opening (:meth:`AttentionBlock.opening`) is the gate, or for DA / CC / NonLocal the gate
+    times their own zero-initialised residual scale: 0 means the block is the identity.
+    """
     from utils.torch_utils import de_parallel
 
-    return {name: float(m.gate.detach().float().mean()) for name, m in de_parallel(model).named_modules()
-            if isinstance(m, AttentionBlock)}
+    return {name: m.opening() for name, m in de_parallel(model).named_modules() if isinstance(m, AttentionBlock)}
 
 
 def block_gates(model: nn.Module, blocks: list[str]) -> dict[str, float]:

@@ -96,6 +96,17 @@ class AttentionBlock(nn.Module):
         self.gate.zero_()
         return self
 
+    @torch.no_grad()
+    def opening(self) -> float:
+        """How far the block takes part: 0 = the identity, 1 = the paper's block (for logging).
+
+        The gate's value (signed, as trained). Blocks whose identity start zeroes their own
+        residual scales (DA, CC, NonLocal) return ``gate * mean |scale|`` instead, so an
+        identity-started one reads 0 and rises as its scales learn (those scales are not
+        bounded by 1: the papers initialise them to 0 and let them grow).
+        """
+        return float(self.gate.detach().float().mean())
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         # Weights from code without the gate: the paper form, gate = 1.

@@ -47,6 +47,11 @@ class DA(AttentionBlock):
         self.beta = nn.Parameter(torch.zeros(1))
 
     @torch.no_grad()
+    def opening(self) -> float:
+        """``gate * (|alpha| + |beta|) / 2``: 0 at the paper's (and identity start's) init."""
+        return float(self.gate.float().mean() * (self.alpha.float().abs() + self.beta.float().abs()).mean() / 2)
+
+    @torch.no_grad()
     def identity_start(self) -> DA:
         self.alpha.zero_()
         self.beta.zero_()
@@ -83,6 +88,11 @@ class CC(AttentionBlock):
         self.k = nn.Conv2d(c1, c8, 1)
         self.v = nn.Conv2d(c1, c1, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
+
+    @torch.no_grad()
+    def opening(self) -> float:
+        """``gate * |gamma|``: 0 at the paper's (and identity start's) init."""
+        return float(self.gate.float().mean() * self.gamma.float().abs().mean())
 
     @torch.no_grad()
     def identity_start(self) -> CC:
@@ -132,6 +142,14 @@ class NonLocal(AttentionBlock):
         self.g = nn.Conv2d(c1, h, 1)
         self.w = Conv(h, c1, 1, act=False)
         nn.init.zeros_(self.w.bn.weight)
+
+    @torch.no_grad()
+    def opening(self) -> float:
+        """``gate * mean |BN scale|`` of the output batch norm (0 at init); once fused (no BN), the gate
+        times the output conv's mean |weight| (0 after identity start, too)."""
+        bn = getattr(self.w, "bn", None)
+        scale = bn.weight if bn is not None else self.w.conv.weight
+        return float(self.gate.float().mean() * scale.float().abs().mean())
 
     @torch.no_grad()
     def identity_start(self) -> NonLocal:
