@@ -164,11 +164,40 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
-def _freeze_prefixes(freeze: list[int] | int) -> list[str]:
-    """``--freeze 10`` freezes layers 0-9 (the backbone); ``--freeze 0 1 2`` those layers."""
+def _freeze_layers(freeze: list[int] | int) -> list[int]:
+    """``--freeze 10`` means layers 0-9 (the backbone); ``--freeze 0 1 2`` those layers; ``--freeze 0`` none."""
     freeze = [freeze] if isinstance(freeze, int) else list(freeze or [0])
-    layers = freeze if len(freeze) > 1 else range(freeze[0])
-    return [f"model.{x}." for x in layers]
+    return sorted(set(freeze if len(freeze) > 1 else range(freeze[0])))
+
+
+def _map_frozen_layers(layers: list[int], mapping: dict[int, int], weights: str, cfg: str) -> list[int]:
+    """The layers of the model being trained that hold the pretrained `layers` (numbered as in `weights`).
+
+    When blocks were inserted, the pretrained layers moved (yolov5n.pt's SPPF, layer 9, is layer
+    10 of yolov5n_CBAM.yaml), so ``--freeze 10`` still means the weights' backbone. Says so when the
+    numbering differs, and warns for pretrained layers with no counterpart (replaced), which stay
+    trainable.
+    """
+    out = sorted(mapping[x] for x in layers if x in mapping)
+    lost = [x for x in layers if x not in mapping]
+    if out != [x for x in layers if x in mapping]:
+        LOGGER.info(f"--freeze counts the layers of {weights}: its layers {_ranges(layers)} are layers "
+                    f"{_ranges(out)} of {cfg}")
+    if lost:
+        LOGGER.warning(f"WARNING --freeze: layer(s) {_ranges(lost)} of {weights} have no counterpart in {cfg} "
+                       "(replaced or removed), so nothing is frozen for them")
+    return out
+
+
+def _ranges(xs: list[int]) -> str:
+    """``[0, 1, 2, 3, 5]`` -> ``'0-3, 5'``."""
+    parts, xs = [], sorted(xs)
+    for x in xs:
+        if parts and x == parts[-1][1] + 1:
+            parts[-1][1] = x
+        else:
+            parts.append([x, x])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in parts) or "none"
 
 
 def _check_batch_size(batch_size) -> int:
@@ -209,6 +238,7 @@ class _Run:
     ckpt: dict | None = None
     new_blocks: list[str] = field(default_factory=list)  # "model.9." prefixes of blocks new to the weights
     identity_blocks: list[str] = field(default_factory=list)  # those given an identity start
+    frozen: list[int] = field(default_factory=list)  # layers frozen (--freeze mapped through the transfer)
     gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (utils/gates.py)
     channels_last: bool = False
     amp: bool = False
@@ -352,22 +382,28 @@ def _setup_model(run: _Run) -> None:
         run.new_blocks = list(ckpt.get("new_blocks") or [])
         run.identity_blocks = list(ckpt.get("identity_blocks") or [])
     run.gates = faded_gates(model, run.identity_blocks)
-    _freeze(model, _freeze_prefixes(opt.freeze), run.new_blocks)
+    run.frozen = _freeze_layers(opt.freeze)
+    if transfer is not None and run.frozen:
+        run.frozen = _map_frozen_layers(run.frozen, transfer.mapping, Path(weights).name, opt.cfg or "its config")
+    elif run.resume and "frozen_layers" in ckpt:  # as mapped when the run started
+        run.frozen = list(ckpt["frozen_layers"])
+    _freeze(model, run.frozen, run.new_blocks)
     run.gs = max(int(model.stride.max()), 32)
     run.imgsz = check_img_size(int(opt.imgsz), run.gs, floor=run.gs * 2)
     run.model = model
 
 
-def _freeze(model: nn.Module, freeze: list[str], new_blocks: list[str]) -> None:
-    """requires_grad = False for parameters under the `freeze` prefixes, except in `new_blocks`."""
-    thawed = sorted({b.rstrip(".") for b in new_blocks if any(b.startswith(x) for x in freeze)})
+def _freeze(model: nn.Module, layers: list[int], new_blocks: list[str]) -> None:
+    """requires_grad = False for the parameters of `layers` (indices into ``model.model``), except in
+    `new_blocks` (``"model.9."`` prefixes): a block inserted into a pretrained network is trained
+    even inside the frozen range."""
+    prefixes = tuple(f"model.{x}." for x in layers)
     for k, v in model.named_parameters():
-        # a block inserted into a pretrained network is trained even inside the frozen range
-        v.requires_grad = not any(k.startswith(x) for x in freeze) or any(k.startswith(b) for b in new_blocks)
-    if freeze:
+        v.requires_grad = not k.startswith(prefixes) or k.startswith(tuple(new_blocks))
+    if layers:
         n_frozen = sum(not p.requires_grad for p in model.parameters())
-        layers = [int(x.split(".")[1]) for x in freeze]
-        LOGGER.info(f"Freezing layers {layers}: {n_frozen} parameter tensors frozen")
+        LOGGER.info(f"Freezing layers {_ranges(layers)}: {n_frozen} parameter tensors frozen")
+        thawed = sorted({b.rstrip(".") for b in new_blocks if min(layers) <= int(b.split(".")[1]) <= max(layers)})
         if thawed:
             LOGGER.info(f"Not freezing new layers: {', '.join(thawed)}")
 
@@ -629,6 +665,7 @@ def _save_checkpoints(run: _Run, epoch: int, row: dict, fi: float) -> None:
         "best_epoch": run.stopper.best_epoch,
         "new_blocks": run.new_blocks,
         "identity_blocks": run.identity_blocks,
+        "frozen_layers": run.frozen,
         "optimizer": run.optimizer.state_dict(),
         "opt": _plain(vars(run.opt)),
         "hyp": _plain(run.hyp_cfg),

@@ -218,11 +218,30 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
     assert torch.equal(ck["model.0.conv.weight"], src["model.0.conv.weight"])
     assert torch.equal(ck["model.8.cv1.conv.weight"], src["model.8.cv1.conv.weight"])
     assert not torch.equal(ck["model.11.conv.weight"], src["model.10.conv.weight"])
+    # --freeze 10 counts the weights' layers: their SPPF (9) is layer 10 here and is frozen too
+    assert "--freeze counts the layers of last.pt: its layers 0-9 are layers 0-8, 10 of yolov5n_CBAM.yaml" in text
+    assert "Freezing layers 0-8, 10:" in text
+    assert torch.equal(ck["model.10.cv2.conv.weight"], src["model.9.cv2.conv.weight"])
+    assert load_checkpoint(d / "weights" / "epoch1.pt")["frozen_layers"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]
     # the inserted block (layer 9 < 10) is new, so it is trained, not frozen; it started closed and the
     # default fade (over 100 batches) set it to 3/100 at the last batch (index 3), untouched by AdamW
     assert "model.9" in text.split("Not freezing new layers:")[1].splitlines()[0]
     assert ck["model.9.gate"].item() == pytest.approx(0.03)
     assert 0 < float(rows[-1]["gate/model.9"]) <= 0.03  # logged: the EMA's gate
+
+
+def test_freeze_indices_follow_the_transfer_pairing():
+    """Pretrained layers moved by an insertion are frozen where they went; replaced ones are named."""
+    with LogLines() as log:
+        assert train._map_frozen_layers([0, 1, 2], {0: 0, 1: 1, 2: 2}, "a.pt", "b.yaml") == [0, 1, 2]
+    assert not log.lines  # same numbering: nothing to say
+    with LogLines() as log:
+        out = train._map_frozen_layers(list(range(10)), {i: i + (i >= 4) for i in range(10) if i != 8}, "w.pt", "c.yaml")
+    assert out == [0, 1, 2, 3, 5, 6, 7, 8, 10]
+    assert "its layers 0-9 are layers 0-3, 5-8, 10 of c.yaml" in log.text
+    assert "layer(s) 8 of w.pt have no counterpart in c.yaml" in log.text
+    assert train._freeze_layers([10]) == list(range(10)) and train._freeze_layers([0]) == []
+    assert train._freeze_layers([3, 1]) == [1, 3]
 
 
 def test_no_identity_start_keeps_the_papers_block_and_still_thaws_it(tiny_run, tmp_path):
