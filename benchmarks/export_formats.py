@@ -4,8 +4,10 @@
     python benchmarks/export_formats.py --models yolov5n --no-map
 
 Models: yolov5n (../shared/weights/yolov5n.pt), yolov5s (yolov5s.yaml randomly initialised: no
-offline weights, so its mAP is n/a), yolov5n_CBAM / _CA / _C3CBAM (yolov5n.pt transferred into
-the config, not fine-tuned: with the identity start their outputs equal yolov5n's). Each model is
+offline weights, so its mAP is n/a), yolov5n_CBAM / _CA / _C3CBAM (a checkpoint fine-tuned into
+the config given with `--finetuned yolov5n_CBAM=path/last.pt ...`, e.g. from
+benchmarks/compare_attention.py's runs; without one, yolov5n.pt transferred into the config, not
+fine-tuned: with the identity start their outputs equal yolov5n's). Each model is
 exported with --dynamic to TorchScript, ONNX and OpenVINO FP32 (plus OpenVINO INT8, NNCF on
 coco128, for yolov5n). For each format: file size, mAP50 / mAP50-95 on coco128 (val.py's
 settings: 640, rectangular batches of 32) and the median per-image pre-process / inference /
@@ -45,13 +47,23 @@ MODELS = ("yolov5n", "yolov5s", "yolov5n_CBAM", "yolov5n_CA", "yolov5n_C3CBAM")
 FORMATS = ("PyTorch", "TorchScript", "ONNX", "OpenVINO", "OpenVINO INT8")
 
 
-def make_checkpoint(name: str, weights: Path, out: Path) -> tuple[Path, str, bool]:
-    """A .pt for `name` in `out`: the official weights, a transfer of them, or a random init.
-    Returns the path, how it was made, and whether its mAP means anything."""
+def make_checkpoint(name: str, weights: Path, out: Path, finetuned: dict[str, str] | None = None
+                    ) -> tuple[Path, str, bool]:
+    """A .pt for `name` in `out`: a fine-tuned checkpoint given in `finetuned`, the official weights,
+    a transfer of them, or a random init. Returns the path, how it was made, and whether its mAP
+    means anything. Raises FileNotFoundError for a missing fine-tuned checkpoint."""
     from models.transfer import load_pretrained
     from models.yolo import DetectionModel
 
     pt = out / f"{name}.pt"
+    if finetuned and name in finetuned:
+        src = Path(finetuned[name])
+        if not src.is_file():
+            raise FileNotFoundError(f"--finetuned {name}={src}: no such checkpoint")
+        o = load_checkpoint(src).get("opt") or {}
+        shutil.copy(src, pt)
+        return pt, (f"fine-tuned from yolov5n.pt, {o.get('epochs', '?')} epochs at {o.get('imgsz', '?')} px "
+                    f"({src.parent.parent.name})"), True
     if name == "yolov5n":
         shutil.copy(weights, pt)
         return pt, "official yolov5n.pt", True
@@ -123,7 +135,7 @@ def accuracy(path: Path, data: str, project: Path) -> tuple[float, float]:
 
 
 def bench_model(name: str, opt, tmp: Path, images: list) -> list[dict]:
-    pt, how, meaningful = make_checkpoint(name, Path(opt.weights), tmp)
+    pt, how, meaningful = make_checkpoint(name, Path(opt.weights), tmp, opt.finetuned)
     files = export_all(pt, int8=opt.int8 and name == "yolov5n", data=opt.data)
     backends = {fmt: load_backend(p) for fmt, p in files.items()}
     t = timings(backends, images, opt.imgsz)
@@ -152,8 +164,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--no-map", dest="map", action="store_false")
     p.add_argument("--no-int8", dest="int8", action="store_false")
     p.add_argument("--map-for", nargs="*", default=None, help="models whose mAP is measured (default: all)")
+    p.add_argument("--finetuned", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="a fine-tuned checkpoint to use for MODEL, e.g. yolov5n_CBAM=runs/compare/.../last.pt")
     p.add_argument("--out", default=str(RESULTS / "export_formats"))
     opt = p.parse_args(argv)
+    if any("=" not in f for f in opt.finetuned):
+        p.error("--finetuned takes MODEL=PATH pairs")
+    opt.finetuned = dict(f.split("=", 1) for f in opt.finetuned)
     torch.set_num_threads(opt.threads)
     ds = Path(os.environ.get("YOLO_DATASETS_DIR", SHARED / "datasets")) / "coco128" / "images" / "train2017"
     images = [cv2.imread(str(f)) for f in sorted(ds.glob("*.jpg"))[: opt.images]]

@@ -244,3 +244,25 @@ def test_python_api_runs_exported_models(exported, bus, weights_n, tmp_path):
     fixed = export.export_model(model, tmp_path / "fixed", ("onnx",), imgsz=(320, 320), batch_size=1)["onnx"]
     res = load(str(fixed))([str(bus), str(bus)], size=640)
     assert tuple(res.shape[2:]) == (320, 320) and len(res.xyxy) == 2 and len(res.xyxy[0]) >= 3
+
+
+def test_format_benchmark_takes_fine_tuned_checkpoints(tmp_path):
+    """benchmarks/export_formats.py --finetuned MODEL=PATH: that checkpoint is benchmarked, described by its run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import export_formats
+
+    from models.yolo import DetectionModel
+    from utils.checkpoint import model_record, save_checkpoint
+
+    run = tmp_path / "cbam_s0" / "weights"
+    run.mkdir(parents=True)
+    m = DetectionModel("yolov5n_CBAM.yaml", nc=3)
+    save_checkpoint({"model": model_record(m), "opt": {"epochs": 30, "imgsz": 320}}, run / "last.pt")
+    out = tmp_path / "out"
+    out.mkdir()
+    pt, how, meaningful = export_formats.make_checkpoint("yolov5n_CBAM", Path("unused.pt"), out,
+                                                         {"yolov5n_CBAM": str(run / "last.pt")})
+    assert pt == out / "yolov5n_CBAM.pt" and pt.read_bytes() == (run / "last.pt").read_bytes()
+    assert how == "fine-tuned from yolov5n.pt, 30 epochs at 320 px (cbam_s0)" and meaningful
+    with pytest.raises(FileNotFoundError, match="--finetuned yolov5n_CA=.*no such checkpoint"):
+        export_formats.make_checkpoint("yolov5n_CA", Path("unused.pt"), out, {"yolov5n_CA": str(tmp_path / "x.pt")})
