@@ -255,16 +255,18 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) ->
 
 
 def mean_gate(weights: str | Path) -> float | None:
-    """Mean |gate| of the attention blocks in a checkpoint: how far training opened them.
+    """Mean |opening| of the attention blocks in a checkpoint: how far training opened them.
 
     A block inserted into a pretrained network starts as the identity (gate 0) and becomes the
-    paper's block at gate 1; None for a model without attention blocks or a missing file."""
-    from utils.checkpoint import load_checkpoint
+    paper's block at gate 1; for DA / CC / NonLocal the opening is the gate times their own
+    residual scale (utils/gates.attention_gates, the reader of train.py's log too). None for a
+    model without attention blocks or a missing file."""
+    from utils.checkpoint import load_model
+    from utils.gates import attention_gates
 
     if not Path(weights).is_file():
         return None
-    sd = load_checkpoint(weights)["model"]["state_dict"]
-    gates = [float(v.float().abs().mean()) for k, v in sd.items() if k == "gate" or k.endswith(".gate")]
+    gates = [abs(v) for v in attention_gates(load_model(weights, "cpu", fuse=False)).values()]
     return round(statistics.fmean(gates), 4) if gates else None
 
 
@@ -450,8 +452,8 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         note += (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'},"
                  f" batch {batch_size}, {seeds} seed(s); mean ± std over seeds; 'within noise' = |Δ| ≤ std(config) +"
                  " std(baseline). gate = mean |gate| of the attention blocks after training (0: still the identity"
-                 " they start as when inserted into a pretrained model, 1: the paper's block; DA and CC start from"
-                 " their own zero γ instead and keep gate 1).")
+                 " they start as when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal"
+                 " the gate times their own residual scale, also 0 at the start).")
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out)
     LOGGER.info("\n" + table(rows))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import difflib
 import hashlib
 import os
 import sys
@@ -65,7 +66,14 @@ from utils.device import (  # noqa: E402
     select_device,
 )
 from utils.ema import ModelEMA  # noqa: E402
-from utils.gates import GateSchedule, block_gates, faded_gates, gate_hyp, make_gate_schedule  # noqa: E402
+from utils.gates import (  # noqa: E402
+    GATE_HYP_DEFAULTS,
+    GateSchedule,
+    block_gates,
+    faded_gates,
+    gate_hyp,
+    make_gate_schedule,
+)
 from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -315,6 +323,36 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     return _finish(run)
 
 
+# hyperparameters a hyp file may leave out (defaults elsewhere) or add (read when present)
+OPTIONAL_HYP = {"copy_paste", "mixup", "anchors", "label_smoothing", *GATE_HYP_DEFAULTS}
+
+
+def _checked_hyp(hyp: dict | str | Path | None) -> dict:
+    """The hyperparameters of `hyp` (a YAML file or a dict), the gate keys filled with their defaults.
+
+    Raises ValueError naming the file for missing keys or bad gate values; warns for keys no
+    code reads (a misspelt ``gate_schedul`` would otherwise leave the default in force silently).
+    """
+    source = "the hyperparameters given" if isinstance(hyp, dict) else f"hyp file {hyp or 'hyp.scratch-low.yaml'}"
+    cfg = load_hyp(hyp)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: expected a mapping of hyperparameter names to values, got {type(cfg).__name__}")
+    known = set(load_hyp(None))
+    missing = sorted(known - OPTIONAL_HYP - set(cfg))
+    if missing:
+        raise ValueError(f"{source}: missing hyperparameter(s) {', '.join(missing)} "
+                         "(data/hyps/hyp.scratch-low.yaml has them all)")
+    for k in sorted(set(cfg) - known - OPTIONAL_HYP):
+        near = difflib.get_close_matches(str(k), sorted(known | OPTIONAL_HYP), n=1)
+        LOGGER.warning(f"WARNING {source}: unknown hyperparameter {k!r} is ignored"
+                       + (f" (did you mean {near[0]!r}?)" if near else ""))
+    try:
+        cfg.update(gate_hyp(cfg))  # older hyp files lack the gate keys: defaults (utils/gates.py)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    return cfg
+
+
 def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device) -> _Run:
     """Check the settings, write hyp.yaml / opt.yaml, seed, read the dataset YAML."""
     epochs = int(opt.epochs)
@@ -324,8 +362,7 @@ def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device
     if epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
 
-    hyp_cfg = load_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy later
-    hyp_cfg.update(gate_hyp(hyp_cfg))  # older hyp files lack the gate keys: defaults (utils/gates.py)
+    hyp_cfg = _checked_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy later
     hyp_cfg["label_smoothing"] = float(opt.label_smoothing)
     opt.hyp = run.hyp_cfg = hyp_cfg
     if run.main_proc:
@@ -493,6 +530,8 @@ def _prepare_loop(run: _Run) -> None:
     run.gate_schedule = make_gate_schedule(run.hyp_cfg, run.gates, run.nb)
     if run.gates:
         LOGGER.info(f"Gates of {', '.join(run.gates)}: {run.gate_schedule.describe()} (hyp gate_schedule)")
+        if msg := run.gate_schedule.unfinished(run.epochs * run.nb):
+            LOGGER.warning(f"WARNING {msg}")
 
     run.tb = TensorBoardLogger(run.save_dir, enabled=run.main_proc)
     run.t0 = time.time()

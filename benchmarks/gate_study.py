@@ -103,12 +103,14 @@ def plot(recs: list[dict], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cfg", nargs="+", default=CONFIGS)
-    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cfg", nargs="+", default=CONFIGS, help="attention configs to fine-tune yolov5n.pt into")
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES),
+                   help="ways of opening the gates (gate_* hyperparameters set on top of hyp.scratch-low.yaml)")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per run (the default fade lasts 12.5 on coco128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--no-baseline", action="store_true", help=f"skip the {BASELINE} reference run")
-    p.add_argument("--work", default=str(ROOT / "runs" / "gate_study"))
+    p.add_argument("--work", default=str(ROOT / "runs" / "gate_study"),
+                   help="work folder: runs and runs.jsonl, from which an interrupted study resumes")
     p.add_argument("--out", default=str(RESULTS / "gate_study"), help="output path stem (.csv, .md, .png)")
     opt = p.parse_args(argv)
     os.environ.setdefault("YOLO_DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))

@@ -191,6 +191,10 @@ def test_mean_gate_reads_how_far_blocks_opened(tmp_path):
     assert compare.mean_gate(tmp_path / "cbam.pt") == 0.25
     assert compare.mean_gate(tmp_path / "base.pt") is None
     assert compare.mean_gate(tmp_path / "missing.pt") is None
+    cc = DetectionModel("yolov5n_CC.yaml", nc=3)  # gate 1, the paper's gamma: 0 at init, here 0.5
+    cc.model[9].gamma.data.fill_(0.5)
+    save_checkpoint({"model": model_record(cc)}, tmp_path / "cc.pt")
+    assert compare.mean_gate(tmp_path / "cc.pt") == 0.5  # the opening, as train.py logs it
 
 
 # ------------------------------------------------------------------ issue 13: progress, slow configs, plots

@@ -95,6 +95,31 @@ def test_gate_hyp_defaults_and_bad_values():
     assert type(make_gate_schedule({"gate_schedule": "train"}, {}, 4)).__name__ == "GateSchedule"
 
 
+def test_hyp_file_checked_by_name(tmp_path):
+    """A misspelt key warns (did you mean ...) instead of silently leaving the default in force;
+    a bad gate value or a missing key is an error naming the hyp file."""
+    import yaml
+
+    base = load_hyp(None)
+    f = tmp_path / "my_hyp.yaml"
+    f.write_text(yaml.safe_dump({**{k: v for k, v in base.items() if k != "gate_schedule"}, "gate_schedul": "train"}))
+    with LogLines() as log:
+        cfg = train._checked_hyp(str(f))
+    assert f"hyp file {f}: unknown hyperparameter 'gate_schedul' is ignored (did you mean 'gate_schedule'?)" in log.text
+    assert cfg["gate_schedule"] == "fade"  # the default, as the warning says
+    f.write_text(yaml.safe_dump({**base, "gate_warmup_epochs": -2}))
+    with pytest.raises(ValueError, match=f"hyp file {f}: hyp gate_warmup_epochs=-2 must be a finite number"):
+        train._checked_hyp(str(f))
+    f.write_text(yaml.safe_dump({k: v for k, v in base.items() if k not in ("lr0", "box")}))
+    with pytest.raises(ValueError, match=f"hyp file {f}: missing hyperparameter.s. box, lr0"):
+        train._checked_hyp(str(f))
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        train._checked_hyp(str(f))
+    with LogLines() as log:
+        assert train._checked_hyp(None)["gate_schedule"] == "fade" and not log.lines  # the shipped file: silent
+
+
 def test_lr_multiplier_puts_gates_in_their_own_group():
     torch.manual_seed(0)
     m = DetectionModel("yolov5n_CBAM.yaml")
@@ -110,37 +135,38 @@ def test_lr_multiplier_puts_gates_in_their_own_group():
         faded_gates(m, ["model.99"])
 
 
-def test_blocks_with_their_own_zero_scale_are_not_faded():
-    m = DetectionModel("yolov5n_CC.yaml")
-    assert faded_gates(m, ["model.9"]) == {}  # CC starts from its own gamma = 0 and keeps gate 1
-
-
 @pytest.mark.parametrize("cfg", ["yolov5n_CC.yaml", "yolov5n_DA.yaml", "yolov5n_NonLocal.yaml"])
-def test_logged_opening_of_blocks_with_their_own_zero_scale(cfg):
-    """DA / CC / NonLocal keep gate 1 under identity start; what is logged must still read 0 (identity)."""
+def test_blocks_with_their_own_zero_scale_are_faded_and_logged(cfg):
+    """DA / CC / NonLocal: the paper inits their residual scales to 0 (gate 1); identity start sets the
+    scales to 1 and the gate to 0 like any block, so the fade drives them; the logged opening is gate x scale."""
     from models.attention._base import identity_start
     from utils.gates import attention_gates
 
     torch.manual_seed(0)
     m = DetectionModel(cfg, nc=3)
     block = m.model[9]
-    assert attention_gates(m)["model.9"] == 0.0  # the paper initialises the residual scale to 0
+    scales = [p for n, p in block.named_parameters() if n in ("alpha", "beta", "gamma", "w.bn.weight")]
+    assert scales and all(float(p.detach().abs().max()) == 0 for p in scales) and block.gate.item() == 1.0
+    assert attention_gates(m)["model.9"] == 0.0  # the paper's init is the identity and reads 0
     with torch.no_grad():  # as training would move them
         for p in block.parameters():
             if p is not block.gate:
                 p.add_(0.25)
     assert attention_gates(m)["model.9"] > 0.2
     identity_start(m)
-    assert block.gate.item() == 1.0 and attention_gates(m)["model.9"] == 0.0
+    assert block.gate.item() == 0.0 and all(torch.equal(p, torch.ones_like(p)) for p in scales)
+    assert attention_gates(m)["model.9"] == 0.0
     c = next(mod for mod in block.modules() if isinstance(mod, torch.nn.Conv2d)).in_channels
-    x = torch.randn(1, c, 4, 4)
+    x = torch.randn(2, c, 4, 4)
     assert torch.equal(block(x), x)  # 0 does mean identity
+    assert list(faded_gates(m, ["model.9"])) == ["model.9"]  # driven by the schedule like every block
     with torch.no_grad():
         block.gate.fill_(0.5)
-        for p in block.parameters():
-            if p is not block.gate:
-                p.fill_(0.5)
+        for p in scales:
+            p.fill_(0.5)
     assert attention_gates(m)["model.9"] == pytest.approx(0.25)  # gate x mean |scale|
+    block(x).sum().backward()
+    assert block.gate.grad.abs().item() > 0 and all(p.grad.abs().sum() > 0 for p in scales)  # no deadlock
 
 
 # ---- train.py
@@ -157,7 +183,10 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     """
     out, log = _finetune(synth, base_pt, tmp_path, epochs=2, save_period=1)
     assert "Identity start for 1 new attention block(s): model.9" in log
-    assert "Gates of model.9: faded in from 0 to 1 over 100 batches (3 epochs)" in log
+    assert "Gates of model.9: faded in from 0 to 1 over 100 batches (25 epochs)" in log  # 4 batches per epoch
+    assert ("the fade of the new blocks' gates lasts 100 batches (25 epochs) but training stops after 8 (2 epochs): "
+            "the blocks end part-way, gate 0.07") in log
+    assert "Train for at least 25 epochs" in log
     ep1 = load_checkpoint(out["save_dir"] / "weights" / "epoch1.pt")
     sd = ep1["model"]["state_dict"]
     assert sd["model.9.gate"].item() == pytest.approx(0.07) and sd["model.9.gate"].item() >= 0.07 - 1e-6

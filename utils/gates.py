@@ -3,7 +3,7 @@
 A block given an *identity start* (:meth:`models.attention._base.AttentionBlock.identity_start`)
 computes ``x + gate * (f(x) - x)`` with ``gate = 0``: the fine-tune starts from exactly the
 pretrained network. Left to the optimizer, that gate hardly moves (fine-tuning yolov5n.pt into
-yolov5n_CBAM on coco128 for 30 epochs ends near 0.002; the gradient of ``f``'s own weights is
+yolov5n_CBAM on coco128 for 40 epochs ends near 0.002; the gradient of ``f``'s own weights is
 proportional to the gate, so they do not learn either). The hyperparameter ``gate_schedule``
 picks what happens instead, from :data:`GATE_SCHEDULES`:
 
@@ -25,10 +25,10 @@ picks what happens instead, from :data:`GATE_SCHEDULES`:
     control in benchmarks/gate_study.py). With ``gate_lr_mult`` != 1 the gates get their own
     optimizer group at ``lr0 * gate_lr_mult``.
 
-Blocks whose paper already starts from a zero residual scale (DA, CC, NonLocal) keep gate 1
-under identity start; no schedule touches them, and their own scales are trained as the paper
-does. What is logged for them (``gate/<block>`` in results.csv) is the gate times those scales
-(:meth:`AttentionBlock.opening`), so it starts at 0 too. Neither is anything done for models trained
+Blocks whose paper has its own zero-initialised residual scale (DA, CC, NonLocal) get those
+scales set to 1 by identity start and are faded in by their gate like every other block;
+what is logged for them (``gate/<block>`` in results.csv) is the gate times those scales
+(:meth:`AttentionBlock.opening`). Neither is anything done for models trained
 from scratch or with ``--no-identity-start`` (their gates start at 1 and are trained).
 """
 
@@ -64,9 +64,7 @@ def gate_hyp(hyp: dict) -> dict:
 def faded_gates(model: nn.Module, blocks: list[str]) -> dict[str, nn.Parameter]:
     """``{block name: gate}`` for the blocks among `blocks` whose identity start closes the gate.
 
-    `blocks` are module names (``model.9``, ``model.2.cbam``) as in
-    ``TransferResult.identity``; blocks whose identity start zeroes their own scales instead
-    (DA, CC, NonLocal override :meth:`AttentionBlock.identity_start`) are left out.
+    `blocks` are module names (``model.9``, ``model.2.cbam``) as in ``TransferResult.identity``.
     Raises KeyError naming a block that is not in `model`.
     """
     modules = dict(model.named_modules())
@@ -74,9 +72,8 @@ def faded_gates(model: nn.Module, blocks: list[str]) -> dict[str, nn.Parameter]:
     for b in blocks:
         if b not in modules:
             raise KeyError(f"attention block {b!r} is not in the model; the checkpoint does not fit its YAML")
-        m = modules[b]
-        if isinstance(m, AttentionBlock) and type(m).identity_start is AttentionBlock.identity_start:
-            out[b] = m.gate
+        if isinstance(modules[b], AttentionBlock):
+            out[b] = modules[b].gate
     return out
 
 
@@ -119,6 +116,10 @@ class GateSchedule:
     def describe(self) -> str:
         return f"trained by the optimizer from 0 (lr x{self.hyp['gate_lr_mult']:g})"
 
+    def unfinished(self, total_batches: int) -> str | None:
+        """A warning when the schedule cannot finish in `total_batches` (never for ``train``)."""
+        return None
+
 
 class FadeIn(GateSchedule):
     """``fade``: gate = min(1, ni / n), not trained while it rises; a trainable parameter from 1 afterwards.
@@ -150,8 +151,19 @@ class FadeIn(GateSchedule):
                 g.grad = None
 
     def describe(self) -> str:
-        return (f"faded in from 0 to 1 over {self.n} batches ({self.hyp['gate_warmup_epochs']:g} epochs), "
+        return (f"faded in from 0 to 1 over {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs), "
                 f"then trained (lr x{self.hyp['gate_lr_mult']:g})")
+
+    def unfinished(self, total_batches: int) -> str | None:
+        """A warning when training stops (after `total_batches`) before the fade ends, else None."""
+        if total_batches >= self.n:
+            return None
+        return (f"the fade of the new blocks' gates lasts {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs) but "
+                f"training stops after {total_batches} ({total_batches / max(self.nb, 1):.3g} epochs): the blocks end "
+                f"part-way, gate {self.value(total_batches - 1):.2f}, a blend of the pretrained layer and the "
+                f"paper's block. Train for at least {math.ceil(self.n / max(self.nb, 1))} epochs or lower hyp "
+                f"gate_warmup_epochs (0 opens the gates at once; any value > 0 lasts at least "
+                f"{MIN_FADE_BATCHES} batches)")
 
 
 GATE_SCHEDULES: dict[str, Callable[..., GateSchedule]] = {"fade": FadeIn, "train": GateSchedule}

@@ -13,9 +13,11 @@ the same module tree whether or not identity start was used; the gate's value tr
 state dict. State dicts written without a gate (other YOLOv5 forks) load as gate = 1.
 
 Blocks whose paper already has a zero-initialised residual scale (DANet's alpha/beta,
-CCNet's gamma, the non-local block's last batch-norm scale) start as the identity anyway;
-for them ``identity_start`` zeroes those scales and leaves ``gate`` at 1. Zeroing both would
-deadlock training: each factor's gradient is proportional to the other one.
+CCNet's gamma, the non-local block's last batch-norm scale) start as the identity anyway when
+built. Their ``identity_start`` sets those scales to 1 and the gate to 0, like every other
+block, so that one gate schedule fades all blocks in (zeroing both would deadlock training:
+each factor's gradient is proportional to the other one; and a zero scale left to the
+optimizer stays near 0 in a fine-tune, as a zero gate does).
 
 Parameter counts therefore are "paper formula + 1" for every block (see the tests).
 """
@@ -100,10 +102,10 @@ class AttentionBlock(nn.Module):
     def opening(self) -> float:
         """How far the block takes part: 0 = the identity, 1 = the paper's block (for logging).
 
-        The gate's value (signed, as trained). Blocks whose identity start zeroes their own
-        residual scales (DA, CC, NonLocal) return ``gate * mean |scale|`` instead, so an
-        identity-started one reads 0 and rises as its scales learn (those scales are not
-        bounded by 1: the papers initialise them to 0 and let them grow).
+        The gate's value (signed, as trained). Blocks with their own residual scales (DA, CC,
+        NonLocal) return ``gate * mean |scale|`` instead, which reads 0 both for the paper's
+        init (scale 0, gate 1) and for identity start (scale 1, gate 0); those scales are
+        trained without a bound, so the value can pass 1.
         """
         return float(self.gate.detach().float().mean())
 

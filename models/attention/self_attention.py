@@ -48,14 +48,15 @@ class DA(AttentionBlock):
 
     @torch.no_grad()
     def opening(self) -> float:
-        """``gate * (|alpha| + |beta|) / 2``: 0 at the paper's (and identity start's) init."""
+        """``gate * (|alpha| + |beta|) / 2``: 0 at the paper's init and under identity start."""
         return float(self.gate.float().mean() * (self.alpha.float().abs() + self.beta.float().abs()).mean() / 2)
 
     @torch.no_grad()
     def identity_start(self) -> DA:
-        self.alpha.zero_()
-        self.beta.zero_()
-        return self
+        """Gate 0 with alpha = beta = 1, so that fading the gate in (utils/gates.py) reaches a unit residual."""
+        self.alpha.fill_(1.0)
+        self.beta.fill_(1.0)
+        return super().identity_start()
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -91,13 +92,14 @@ class CC(AttentionBlock):
 
     @torch.no_grad()
     def opening(self) -> float:
-        """``gate * |gamma|``: 0 at the paper's (and identity start's) init."""
+        """``gate * |gamma|``: 0 at the paper's init and under identity start."""
         return float(self.gate.float().mean() * self.gamma.float().abs().mean())
 
     @torch.no_grad()
     def identity_start(self) -> CC:
-        self.gamma.zero_()
-        return self
+        """Gate 0 with gamma = 1, so that fading the gate in (utils/gates.py) reaches a unit residual."""
+        self.gamma.fill_(1.0)
+        return super().identity_start()
 
     def criss_cross(self, x: torch.Tensor) -> torch.Tensor:
         """One pass: every output position depends on its own row and column only."""
@@ -153,14 +155,13 @@ class NonLocal(AttentionBlock):
 
     @torch.no_grad()
     def identity_start(self) -> NonLocal:
+        """Gate 0 with the output BN's scale 1 and shift 0 (PyTorch's BN init), so that fading the gate in
+        (utils/gates.py) reaches a unit residual. A fused block keeps its folded conv."""
         bn = getattr(self.w, "bn", None)
-        if bn is None:  # fused: the scale is folded into the conv
-            self.w.conv.weight.zero_()
-            self.w.conv.bias.zero_()
-        else:
-            bn.weight.zero_()
+        if bn is not None:
+            bn.weight.fill_(1.0)
             bn.bias.zero_()
-        return self
+        return super().identity_start()
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
