@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     cand_txt = "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in CANDIDATES.items()
                          if k in opt.candidates)
-    md = [f"Gate study: yolov5n.pt fine-tuned on coco128 at 320 px, batch 16, {opt.epochs} epochs, seed {opt.seed}, "
+    epochs = f"{opt.epochs} epoch" + "s" * (opt.epochs != 1)
+    md = [f"Gate study: yolov5n.pt fine-tuned on coco128 at 320 px, batch 16, {epochs}, seed {opt.seed}, "
           f"hyp.scratch-low.yaml plus the candidate's gate hyperparameters ({cand_txt}). mean |gate| = mean over the "
           "new blocks of |gate| in the final (EMA) model (column mean abs gate): 0 = the identity the block starts "
           "as, 1 = the paper's block.",
