@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import sys
 import tempfile
 import warnings
@@ -145,8 +146,14 @@ def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | N
     # elementwise products (SiLU = x * sigmoid(x), attention gates), whose quantized inputs cost mAP.
     head = rf".*/model\.{head_index}/.*"
     ignored = nncf.IgnoredScope(patterns=[head], types=["Multiply", "Sigmoid"], validate=False)
-    return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                         subset_size=len(images), fast_bias_correction=False, ignored_scope=ignored)
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)  # one INFO line per unquantized input otherwise (~170 for yolov5n)
+    try:
+        return nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
+                             subset_size=len(images), fast_bias_correction=False, ignored_scope=ignored)
+    finally:
+        nncf_log.setLevel(level)
 
 
 def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:
@@ -158,13 +165,17 @@ def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | 
         raise ExportError("--half and --int8 apply to the OpenVINO export; add openvino to --include")
     if int8 and not data:
         raise ExportError("--int8 needs --data: a dataset YAML whose validation images calibrate the quantizer")
+    if half and int8:
+        LOGGER.warning("WARNING: --half is ignored with --int8: the quantized model keeps INT8 weights and FP32 "
+                       "for the layers NNCF leaves unquantized")
 
 
 def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx",), imgsz=(640, 640),
                  batch_size: int = 1, dynamic: bool = False, simplify: bool = False, opset: int = 17,
                  half: bool = False, int8: bool = False, data: str | Path | None = None,
                  device: torch.device | str = "cpu") -> dict[str, Path]:
-    """Export an in-memory DetectionModel (eval mode, fused) next to `stem` (a path without suffix).
+    """Export an in-memory DetectionModel (eval mode, fused) next to `stem` (a path without suffix;
+    ``best.v2`` writes ``best.v2.onnx``: the suffix is appended, never substituted).
 
     Returns {format: written path}. Raises ExportError for an unknown format or bad options.
     """
@@ -178,9 +189,9 @@ def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx
     out: dict[str, Path] = {}
     stem = Path(stem)
     if "torchscript" in include:
-        out["torchscript"] = export_torchscript(model, im, stem.with_suffix(".torchscript"), meta)
+        out["torchscript"] = export_torchscript(model, im, stem.parent / f"{stem.name}.torchscript", meta)
     if "onnx" in include:
-        out["onnx"] = export_onnx(model, im, stem.with_suffix(".onnx"), meta, opset, dynamic, simplify)
+        out["onnx"] = export_onnx(model, im, stem.parent / f"{stem.name}.onnx", meta, opset, dynamic, simplify)
     if "openvino" in include:
         ov_dir = stem.parent / f"{stem.name}{'_int8' if int8 else ''}_openvino_model"
         ov_meta = {**meta, "precision": "int8" if int8 else "fp16" if half else "fp32"}
@@ -226,7 +237,12 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=str, default=None, help="dataset YAML for --int8 calibration")
     p.add_argument("--device", default="cpu", help="cuda device (0) or cpu")
     opt = p.parse_args(argv)
-    opt.imgsz = parse_imgsz(opt.imgsz)
+    try:
+        opt.imgsz = parse_imgsz(opt.imgsz)
+    except ValueError as e:
+        p.error(str(e))
+    if opt.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, got {opt.batch_size}")
     opt.include = [f.lower() for f in opt.include]
     return opt
 

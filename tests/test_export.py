@@ -191,6 +191,25 @@ def test_export_cli_errors(weights_n, tmp_path):
     assert not list(tmp_path.glob("m_*openvino_model"))
 
 
+def test_dotted_checkpoint_names_keep_their_stem(weights_n, tmp_path, capsys):
+    """best.v2.pt exports to best.v2.onnx (not best.onnx, which may be another model) and best.v2_openvino_model/,
+    which loads; the flags that cannot work are refused by name."""
+    pt = tmp_path / "yolov5n.v2.pt"
+    pt.write_bytes(weights_n.read_bytes())
+    other = tmp_path / "yolov5n.onnx"
+    other.write_text("another model")
+    assert export.main(["--weights", str(pt), "--include", "torchscript", "onnx", "openvino", "--imgsz", "64"]) == 0
+    assert other.read_text() == "another model" and not (tmp_path / "yolov5n.torchscript").exists()
+    for name in ("yolov5n.v2.onnx", "yolov5n.v2.torchscript", "yolov5n.v2_openvino_model"):
+        assert load_backend(tmp_path / name).names[0] == "person"
+    assert {p.name for p in (tmp_path / "yolov5n.v2_openvino_model").iterdir()} == {"yolov5n.v2.xml", "yolov5n.v2.bin"}
+    for bad, msg in ((["--imgsz", "320", "256", "128"], "--imgsz takes one size or two"),
+                     (["--batch-size", "0"], "--batch-size must be at least 1")):
+        with pytest.raises(SystemExit):
+            export.parse_opt(["--weights", str(pt), *bad])
+        assert msg in capsys.readouterr().err
+
+
 def test_compare_measures_an_exported_model(tmp_path):
     """compare.py takes a model file where a config goes: the ONNX file is timed, its YAML counted."""
     import compare

@@ -254,9 +254,9 @@ def register_backend(key: str, cls: Callable[..., Backend]) -> None:
 
 
 def format_key(path: str | Path) -> str:
-    """`best.onnx` -> '.onnx'; `best_openvino_model/` -> '_openvino_model'."""
+    """`best.onnx` -> '.onnx'; `best_openvino_model/` (also `best.v2_openvino_model/`) -> '_openvino_model'."""
     p = Path(path)
-    if p.name.endswith(OPENVINO_DIR) and not p.suffix:
+    if p.name.endswith(OPENVINO_DIR):
         return OPENVINO_DIR
     return p.suffix.lower()
 

@@ -95,5 +95,7 @@ def print_args(name: str, opt: argparse.Namespace | dict) -> None:
 
 
 def parse_imgsz(values: list[int]) -> tuple[int, int]:
-    """`--imgsz 640` or `--imgsz 480 640` -> (height, width)."""
+    """`--imgsz 640` or `--imgsz 480 640` -> (height, width); ValueError for none or more than two values."""
+    if not 1 <= len(values) <= 2:
+        raise ValueError(f"--imgsz takes one size or two (height width), got {len(values)}: {values}")
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
