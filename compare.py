@@ -178,7 +178,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
         model = DetectionModel(yaml_cfg, nc=nc).eval()
         params = sum(p.numel() for p in model.parameters())
         fused = fused or copy.deepcopy(model).fuse()
-        x = torch.rand(1, 3, imgsz, imgsz)
+        x = torch.rand(1, 3, *imgsz)
         _reset_peak_rss()
         rss0 = _rss_kb()
         times = []
@@ -204,26 +204,30 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                     if i >= 3:
                         gt.append((time.perf_counter() - t0) * 1e3)
             gpu_ms = statistics.median(gt)
+        batch = 1 if getattr(fused, "dynamic", True) else int(getattr(fused, "meta", {}).get("batch") or 1)
         q.put({"params": params, "gflops": round(gflops, 2), "cpu_ms": round(statistics.median(times), 1),
+               "timed_at": f"{imgsz[0]}x{imgsz[1]}" + (f", batch {batch} (fixed)" if batch > 1 else ""),
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
         q.put({"error": f"{type(e).__name__}: {e}"})
 
 
 def _runner(cfg: str, imgsz: int, nc: int | None):
-    """What to time for `cfg`: (None, the YAML, imgsz) for a config, which is built and fused; for a
-    model file, its utils/backends.py backend, the model YAML stored in it and the size it takes."""
+    """What to time for `cfg`: (None, the YAML, (imgsz, imgsz)) for a config, which is built and fused;
+    for a model file, its utils/backends.py backend, the model YAML stored in it and the (height,
+    width) it takes (a fixed-shape export: its own, said in the log)."""
     if not is_model_file(cfg):
-        return None, cfg, imgsz
+        return None, cfg, (imgsz, imgsz)
     from utils.backends import load_backend
 
     backend = load_backend(cfg, "cpu")
     if nc is not None and nc != backend.nc:
         raise ValueError(f"{cfg} has {backend.nc} classes, not --nc {nc}")
-    if not backend.dynamic and backend.imgsz != (imgsz, imgsz):
-        LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}")
-        imgsz = backend.imgsz[0]
-    return backend, backend.meta["yaml"], imgsz
+    if not backend.dynamic and tuple(backend.imgsz) != (imgsz, imgsz):
+        LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}, "
+                    f"not {imgsz}")
+        return backend, backend.meta["yaml"], tuple(backend.imgsz)
+    return backend, backend.meta["yaml"], (imgsz, imgsz)
 
 
 def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None) -> dict:
@@ -270,8 +274,16 @@ def mean_gate(weights: str | Path) -> float | None:
     return round(statistics.fmean(gates), 4) if gates else None
 
 
-def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]) -> list[dict]:
-    """One row per config: cost, accuracy mean/std over seeds, difference from the baseline."""
+def display_name(cfg: str) -> str:
+    """A row's name: a config's stem (``yolov5n_CBAM``), a model file's name (``best.onnx``,
+    ``best_openvino_model``), so that formats of one model stay apart."""
+    return Path(cfg).name.rstrip("/") if is_model_file(cfg) else Path(cfg).stem
+
+
+def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]],
+              imgsz: int | None = None) -> list[dict]:
+    """One row per config: cost, accuracy mean/std over seeds, difference from the baseline; with
+    `imgsz`, a "timed at" column when a fixed-shape export was timed at another size or batch."""
     rows = []
     base = cfgs[0]
     base_params = cost[base]["params"]
@@ -285,11 +297,13 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
     b_mean, b_std = stats(base, "map")
     for cfg in cfgs:
         c = cost[cfg]
-        row = {"config": Path(cfg).stem, "params": c["params"],
+        row = {"config": display_name(cfg), "params": c["params"],
                "Δparams": f"{(c['params'] - base_params) / base_params * 100:+.2f}%",
                "GFLOPs": c["gflops"], "CPU ms": c["cpu_ms"]}
         if any(v.get("gpu_ms") is not None for v in cost.values()):
             row["GPU ms"] = c.get("gpu_ms")
+        if imgsz and any(v.get("timed_at", f"{imgsz}x{imgsz}") != f"{imgsz}x{imgsz}" for v in cost.values()):
+            row["timed at"] = c.get("timed_at", f"{imgsz}x{imgsz}")  # fixed-shape exports take their own size
         row["peak MB"] = c["peak_mem_mb"]
         if acc:
             m50, s50 = stats(cfg, "map50")
@@ -338,7 +352,7 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 x = cost[cfg][xkey] / (1e6 if xkey == "params" else 1)
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 ax.errorbar(x, statistics.fmean(vals), yerr=sd, fmt="o", capsize=3)
-                pts.append((x, statistics.fmean(vals), Path(cfg).stem))
+                pts.append((x, statistics.fmean(vals), display_name(cfg)))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("mAP50-95 (mean ± std over seeds)")
             ax.ticklabel_format(useOffset=False)  # true values on the axes, never "1e-6 + 1.776e-1"
@@ -417,16 +431,16 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         key = run_key("cost", c, cost_settings)
         step = cost_progress.next()
         if key in done:
-            LOGGER.info(f"{step} {Path(c).stem}: cost already measured, skipped")
+            LOGGER.info(f"{step} {display_name(c)}: cost already measured, skipped")
             cost[c] = done[key]["result"]
         else:
-            LOGGER.info(f"{step} {Path(c).stem}: measuring cost at {imgsz} ...")
+            LOGGER.info(f"{step} {display_name(c)}: measuring cost at {imgsz} ...")
             t0 = time.perf_counter()
             cost[c] = measure_cost(c, imgsz, threads, runs, nc)
             cost_progress.done(time.perf_counter() - t0)
             append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
         if cost[c]["cpu_ms"] > SLOW_FORWARD_MS:
-            LOGGER.warning(f"WARNING: {Path(c).stem}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
+            LOGGER.warning(f"WARNING: {display_name(c)}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
                            f"on {threads} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its training and "
                            "inference will be slow too")
         if epochs > 0:
@@ -445,7 +459,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
                                       "settings": train_settings, "result": res})
                 acc.setdefault(c, []).append(res)
 
-    rows = summarise(cfgs, cost, acc)
+    rows = summarise(cfgs, cost, acc, imgsz)
     note = (f"Measured by `compare.py` at {imgsz}px: CPU latency = median of {runs} fused forward passes, batch 1, "
             f"{threads} threads; peak MB = resident-memory growth during inference.")
     if acc:

@@ -223,6 +223,22 @@ def test_compare_measures_an_exported_model(tmp_path):
     assert compare.run_key("cost", str(onnx_file), {"imgsz": 64}) == compare.run_key("cost", str(onnx_file), {"imgsz": 64})
 
 
+def test_compare_times_a_rectangular_fixed_export_at_its_shape(tmp_path):
+    """A fixed 96x64 export is timed at 96x64 (it refuses other shapes), the table says so and names the file."""
+    import compare
+    from models.yolo import DetectionModel
+
+    model = DetectionModel("yolov5n.yaml").eval().fuse()
+    ts = export.export_model(model, tmp_path / "rect", ("torchscript",), imgsz=(96, 64))["torchscript"]
+    cost = compare.measure_cost(str(ts), 64, threads=1, runs=2)
+    assert cost["timed_at"] == "96x64" and cost["cpu_ms"] > 0
+    base = {**cost, "timed_at": "64x64"}
+    rows = compare.summarise(["yolov5n.yaml", str(ts)], {"yolov5n.yaml": base, str(ts): cost}, {}, imgsz=64)
+    assert [r["config"] for r in rows] == ["yolov5n", "rect.torchscript"]
+    assert [r["timed at"] for r in rows] == ["64x64", "96x64"]
+    assert compare.display_name(str(tmp_path / "best_openvino_model")) == "best_openvino_model"
+
+
 def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
     """--int8 calibrates on the dataset's images: convolutions quantized, outputs near FP32's.
     (The mAP check on all of coco128 at 640 is in benchmarks/export_formats.py.)"""
