@@ -116,6 +116,9 @@ def run(
     dev = select_device(device)
     half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
     model = load_backend(weights, dev, half=half)
+    if visualize and model.fmt != "pytorch":
+        raise ValueError(f"--visualize reads the feature maps of PyTorch layers: it needs a .pt checkpoint, and "
+                         f"{weights} is a {model.fmt} export (run it on the .pt it was exported from)")
     stride, names, half = model.stride, _class_names(model, data), model.fp16
     imgsz = check_img_size(parse_imgsz([imgsz] if isinstance(imgsz, int) else list(imgsz)), s=stride)
     if not model.dynamic:

@@ -264,6 +264,19 @@ def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
     assert (got[..., :4] - want[..., :4]).abs().median() < 2  # box pixels
 
 
+def test_tools_that_need_a_checkpoint_name_the_export(exported, bus, tmp_path):
+    """--visualize (PyTorch layers), export.py and heatmap.py on an exported file: one message saying a .pt is needed,
+    no run folder left behind."""
+    from utils.checkpoint import CheckpointError
+
+    with pytest.raises(ValueError, match=r"--visualize .* needs a .pt checkpoint, and .*yolov5n.onnx is a onnx export"):
+        detect.run(weights=exported["onnx"], source=bus, visualize=True, project=tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+    for f in (exported["onnx"], exported["openvino"], exported["torchscript"]):
+        with pytest.raises(CheckpointError, match="an exported model .*needs the .pt checkpoint it was exported from"):
+            export.run(weights=f, include=("onnx",))
+
+
 def test_python_api_runs_exported_models(exported, bus, weights_n, tmp_path):
     """models.hub.load opens every exported format through the common interface and finds the
     PyTorch model's boxes on bus.jpg; a fixed-shape export is letterboxed to its own size."""

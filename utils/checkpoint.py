@@ -131,6 +131,16 @@ def _model_record(path: Path, obj: Any) -> dict:
             "stride": stride.tolist() if isinstance(stride, torch.Tensor) else stride}
 
 
+def _refuse_export(path: Path) -> None:
+    """CheckpointError for an exported model (.onnx, .torchscript, OpenVINO) where a .pt is needed."""
+    from utils.backends import BACKENDS, format_key
+
+    key = format_key(path)
+    if key != ".pt" and key in BACKENDS:  # an export: inference only (detect, val, compare take it)
+        raise CheckpointError(f"{path}: an exported model ({key}); this needs the .pt checkpoint it was exported "
+                              "from (detect.py, val.py and compare.py run exports)")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Open a checkpoint (ours or an official YOLOv5 one) safely; returns a plain dict.
 
@@ -138,6 +148,7 @@ def load_checkpoint(path: str | Path) -> dict:
     stride}``, plus whatever training state the file holds (``epoch``, ``optimizer``, ...).
     """
     path = Path(path)
+    _refuse_export(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     ckpt = _safe_load(path)
@@ -212,6 +223,7 @@ def weights_misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
 def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bool = True,
                prefer_ema: bool = True) -> nn.Module:
     """A model ready for inference from a checkpoint file: fp32, eval mode, optionally fused."""
+    _refuse_export(Path(weights))
     path = attempt_download(weights)
     ckpt = load_checkpoint(path)
     record = ckpt.get("ema") if prefer_ema and ckpt.get("ema") is not None else ckpt["model"]
