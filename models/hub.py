@@ -280,6 +280,12 @@ class Detector(nn.Module):
         (centred, grey padding) to the common :func:`batch_shape`."""
         fixed = getattr(self.model, "dynamic", True) is False  # an export fixed at one input size
         shape = tuple(self.model.imgsz) if fixed else batch_shape([im.shape[:2] for im in ims], size, self.stride)
+        asked = max(size) if isinstance(size, tuple) else size
+        if fixed and max(shape) != asked and not getattr(self, "_said_fixed", False):
+            self._said_fixed = True  # once per model, as detect.py says it once per run
+            name = getattr(self.model, "path", "the model")
+            LOGGER.info(f"{name} is a fixed-shape export: letterboxing to its {shape[0]}x{shape[1]}, "
+                        f"not size={size} (export with --dynamic for free sizes)")
         x = np.stack([letterbox(im, shape, auto=False, stride=self.stride)[0] for im in ims])
         x = np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))
         return torch.from_numpy(x).to(self.device).float() / 255

@@ -17,6 +17,7 @@ import yaml
 import detect
 import export
 import val
+from tests.logcapture import LogLines
 from utils.backends import ExportFileError, load_backend
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,14 @@ def test_fixed_shape_export_is_letterboxed_to_its_size(weights_n, bus, tmp_path,
     log = capfd.readouterr().err
     assert "fixed-shape export: letterboxing to its 320x320" in log and "bus.jpg: 320x320" in log
     assert len(next(iter(res.values()))) >= 3
+    from models.hub import load as hub_load  # the Python API says so too, once
+
+    api = hub_load(files["onnx"])
+    with LogLines() as lg:
+        api(str(bus), size=640)
+        api(str(bus), size=640)
+    said = [ln for ln in lg.lines if "fixed-shape export: letterboxing to its 320x320, not size=640" in ln]
+    assert len(said) == 1
 
 
 # ------------------------------------------------------------------------------------- bad files
