@@ -143,6 +143,15 @@ def test_garbage_files_get_one_line_naming_them(tmp_path):
     _one_line_error(tmp_path / "model.tflite", "unknown model format '.tflite'")
 
 
+def test_runtime_errors_keep_their_cause():
+    from utils.backends import _one_line
+
+    e = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nException from src/x.cpp:9:\n"
+                     "Incorrect weights in bin file!\n")
+    assert _one_line(e) == "RuntimeError: Incorrect weights in bin file!"
+    assert _one_line(ValueError("bad\nmore")) == "ValueError: bad"
+
+
 def test_cli_reports_a_garbage_file_in_one_line(tmp_path, bus, capfd):
     bad = tmp_path / "best.onnx"
     bad.write_bytes(b"garbage")

@@ -44,8 +44,11 @@ class ExportFileError(CheckpointError):
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    """The exception's type and its first informative line (OpenVINO prefixes the cause with
+    'Exception from <source file>:<line>:' location lines, which are skipped)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    told = [ln for ln in lines if not ln.startswith("Exception from ")] or lines
+    return f"{type(e).__name__}: {told[0][:200] if told else ''}"
 
 
 def parse_metadata(text: str | bytes | None, source: str) -> dict:
