@@ -142,7 +142,9 @@ def _nms_one(det: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) 
     Exact, but cheaper than one pass over every row: a box is only ever suppressed by a
     higher-scoring box that was itself kept, so the rows are taken in score-ordered chunks,
     each run together with the boxes kept so far; once `max_det` boxes are kept, lower rows
-    cannot change the answer and are never looked at.
+    cannot change the answer and are never looked at. The first chunk is 2 x `max_det` rows;
+    each next one is sized from the share of rows kept so far to reach `max_det` (at conf 0.001
+    about 1 row in 8 survives, so fixed chunks took ~5 NMS calls where this takes ~2).
     """
     if not len(det):
         return det
@@ -151,12 +153,16 @@ def _nms_one(det: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) 
         box = box + det[:, 5:6].double() * (box.max() + 1)
     score = det[:, 4].double()
     kept = torch.zeros(0, dtype=torch.long, device=det.device)
-    step = 2 * max_det
-    for start in range(0, len(det), step):
-        idx = torch.cat((kept, torch.arange(start, min(start + step, len(det)), device=det.device)))
+    n, start, step = len(det), 0, 2 * max_det
+    while start < n:
+        end = min(start + step, n)
+        idx = torch.cat((kept, torch.arange(start, end, device=det.device)))
         kept = idx[torchvision.ops.nms(box[idx], score[idx], iou_thres)]
         if len(kept) >= max_det:
             break
+        kept_per_row = max(len(kept), 1) / end
+        step = max(int(1.25 * (max_det - len(kept)) / kept_per_row), 2 * max_det)
+        start = end
     return det[kept[:max_det]]
 
 
@@ -196,7 +202,7 @@ def _top_per_image(img: torch.Tensor, det: torch.Tensor, k: int) -> tuple[torch.
 
 def _split_per_image(img: torch.Tensor, det: torch.Tensor, bs: int, max_rows: int) -> list[torch.Tensor]:
     """Rows with image indices -> one tensor per image, highest score first, at most `max_rows` each."""
-    order = det[:, 4].argsort(descending=True)
-    order = order[img[order].argsort(stable=True)]  # by image, keeping the score order
+    # one sort: by image, then by score descending (scores are in [0, 1], so image * 2 - score orders both)
+    order = (img.double() * 2 - det[:, 4].double()).argsort()
     counts = torch.bincount(img, minlength=bs).tolist()
     return [d[:max_rows] for d in det[order].split(counts)]
