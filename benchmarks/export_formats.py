@@ -14,7 +14,10 @@ settings: 640, rectangular batches of 32) and the median per-image pre-process /
 NMS ms at 640x640, batch 1, over `--images` coco128 images, all formats of a model timed in
 alternation image by image (a drift of the machine's speed hits them alike). NMS is timed at
 detect settings (conf 0.25, IoU 0.45) and at val settings (conf 0.001, IoU 0.6, multi-label,
-300 detections). Writes benchmarks/results/export_formats.{md,csv}.
+300 detections). The run also measures this CPU's dense fp32 ceiling (the best GFLOP/s of a
+large matrix product in torch, at its start and end) and gives each format's GFLOP/s as a share
+of it: a model of G GFLOPs cannot take less than G / ceiling ms here, in any runtime.
+Writes benchmarks/results/export_formats.{md,csv}.
 """
 
 from __future__ import annotations
@@ -96,6 +99,17 @@ def export_all(pt: Path, int8: bool, data: str, imgsz: int = 640) -> dict[str, P
     return files
 
 
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This CPU's dense fp32 ceiling: the best GFLOP/s of `repeats` n x n x n matrix products
+    (2 n^3 FLOPs each) by torch on its current thread count. A detector's convolutions are smaller
+    and more memory-bound than one large product, so no runtime runs a model faster than
+    model GFLOPs / this."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up: thread pool and BLAS buffers
+    best = min(_timed(torch.mm, a, b)[1] for _ in range(repeats))
+    return 2 * n**3 / (best / 1e3) / 1e9
+
+
 def size_mb(path: Path) -> float:
     files = path.rglob("*") if path.is_dir() else [path]
     return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
@@ -138,7 +152,13 @@ def accuracy(path: Path, data: str, project: Path) -> tuple[float, float]:
 
 
 def bench_model(name: str, opt, tmp: Path, images: list) -> list[dict]:
+    """One model's rows: its checkpoint, every export of it, timed together; GFLOPs at opt.imgsz
+    (utils.torch_utils.count_flops) and the GFLOP/s each format reaches."""
+    from utils.checkpoint import load_model
+    from utils.torch_utils import count_flops
+
     pt, how, meaningful = make_checkpoint(name, Path(opt.weights), tmp, opt.finetuned)
+    gflops = count_flops(load_model(pt, "cpu"), opt.imgsz)
     files = export_all(pt, int8=opt.int8 and name == "yolov5n", data=opt.data, imgsz=opt.imgsz)
     backends = {fmt: load_backend(p) for fmt, p in files.items()}
     t = timings(backends, images, opt.imgsz)
@@ -151,9 +171,24 @@ def bench_model(name: str, opt, tmp: Path, images: list) -> list[dict]:
                      "mAP50": "n/a" if m50 is None else round(m50, 3), "mAP50-95": "n/a" if m is None else round(m, 3),
                      "pre-process ms": round(r["pre"], 1), "inference ms": round(r["inf"], 1),
                      "× PyTorch": round(r["inf"] / t["PyTorch"]["inf"], 2),
+                     "GFLOPs": round(gflops, 2), "GFLOP/s": round(gflops / (r["inf"] / 1e3), 1),
                      "NMS ms (conf 0.25)": round(r["nms_detect"], 2), "NMS ms (conf 0.001)": round(r["nms_val"], 2)})
         LOGGER.info(" | ".join(str(v) for v in rows[-1].values()))
     return rows
+
+
+def ceiling_note(rows: list[dict], peak: float, threads: int) -> str:
+    """The results' sentence on the machine's ceiling: the GEMM peak and, per model, the least
+    inference ms it allows (GFLOPs / peak) next to half the model's PyTorch ms."""
+    floors = []
+    for r in rows:
+        if r["format"] == "PyTorch":
+            floors.append(f"{r['model']} {r['GFLOPs']:.2f} GFLOPs -> at least {1e3 * r['GFLOPs'] / peak:.1f} ms "
+                          f"(half its PyTorch time: {r['inference ms'] / 2:.1f} ms)")
+    return (f"\n\nCeiling: a 2048x2048 fp32 matrix product in torch reaches {peak:.0f} GFLOP/s on these {threads} "
+            "threads (best of the runs at start and end); `GFLOP/s` = the model's GFLOPs at this size / its "
+            "inference time and `% of peak` its share of that ceiling. No runtime can beat the ceiling, so: "
+            + "; ".join(floors) + ".")
 
 
 def _command(argv: list[str] | None) -> str:
@@ -186,12 +221,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ds = Path(os.environ.get("YOLO_DATASETS_DIR", SHARED / "datasets")) / "coco128" / "images" / "train2017"
     images = [cv2.imread(str(f)) for f in sorted(ds.glob("*.jpg"))[: opt.images]]
     load0, t0 = os.getloadavg()[0], time.time()
+    peak = gemm_peak_gflops()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in opt.models:
             d = Path(tmp) / name
             d.mkdir()
             rows += bench_model(name, opt, d, images)
+    peak = max(peak, gemm_peak_gflops())
+    rows = [{**{k: v for k, v in r.items() if not k.startswith("NMS")}, "% of peak": round(100 * r["GFLOP/s"] / peak),
+             **{k: v for k, v in r.items() if k.startswith("NMS")}} for r in rows]
     note = (f"# Export formats at {opt.imgsz}, batch 1\n\n"
             f"Generated by `{_command(argv)}` (do not edit). All exports with `--dynamic` except "
             "`OpenVINO fixed` (fixed 1x3xHxW, as upstream's exports); "
@@ -203,7 +242,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"1-min load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end "
             f"({(time.time() - t0) / 60:.0f} min): a shared machine, compare within one model's rows. "
             "mAP n/a: yolov5s has no offline weights (random init); "
-            + ("" if opt.map_for is None else f"measured only for {', '.join(opt.map_for)} (time). "))
+            + ("" if opt.map_for is None else f"measured only for {', '.join(opt.map_for)} (time). ")
+            + ceiling_note(rows, peak, opt.threads))
     write_results(rows, opt.out, note=note)
     LOGGER.info(f"wrote {opt.out}.md and .csv")
     return rows

@@ -332,3 +332,18 @@ def test_format_benchmark_takes_fine_tuned_checkpoints(tmp_path):
     assert how == "fine-tuned from yolov5n.pt, 30 epochs at 320 px (cbam_s0)" and meaningful
     with pytest.raises(FileNotFoundError, match="--finetuned yolov5n_CA=.*no such checkpoint"):
         export_formats.make_checkpoint("yolov5n_CA", Path("unused.pt"), out, {"yolov5n_CA": str(tmp_path / "x.pt")})
+
+
+def test_format_benchmark_states_the_cpu_ceiling():
+    """export_formats measures the dense fp32 ceiling in the run and states each model's floor from it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import export_formats
+
+    peak = export_formats.gemm_peak_gflops(n=256, repeats=3)
+    assert 0.5 < peak < 1e5  # GFLOP/s of a real product on a CPU, not a unit slip (FLOP/s or TFLOP/s)
+    rows = [{"model": "yolov5n", "format": "PyTorch", "GFLOPs": 4.5, "inference ms": 54.0},
+            {"model": "yolov5n", "format": "ONNX", "GFLOPs": 4.5, "inference ms": 40.0}]
+    note = export_formats.ceiling_note(rows, peak=180.0, threads=2)
+    assert "reaches 180 GFLOP/s on these 2 threads" in note
+    assert "yolov5n 4.50 GFLOPs -> at least 25.0 ms (half its PyTorch time: 27.0 ms)" in note
+    assert note.count("at least") == 1  # one floor per model, from its PyTorch row
