@@ -178,14 +178,18 @@ def _freeze_layers(freeze: list[int] | int) -> list[int]:
     return sorted(set(freeze if len(freeze) > 1 else range(freeze[0])))
 
 
-def _map_frozen_layers(layers: list[int], mapping: dict[int, int], weights: str, cfg: str) -> list[int]:
-    """The layers of the model being trained that hold the pretrained `layers` (numbered as in `weights`).
+def _map_frozen_layers(layers: list[int], mapping: dict[int, int], weights: str, cfg: str,
+                       source_layers: int) -> list[int]:
+    """The layers of the model being trained that hold the pretrained `layers` (numbered as in `weights`,
+    which has `source_layers` layers).
 
     When blocks were inserted, the pretrained layers moved (yolov5n.pt's SPPF, layer 9, is layer
     10 of yolov5n_CBAM.yaml), so ``--freeze 10`` still means the weights' backbone. Says so when the
-    numbering differs, and warns for pretrained layers with no counterpart (replaced), which stay
-    trainable.
+    numbering differs; warns for pretrained layers with no counterpart (replaced), which stay
+    trainable, and for indices past the weights' last layer.
     """
+    past = [x for x in layers if x >= source_layers]
+    layers = [x for x in layers if x < source_layers]
     out = sorted(mapping[x] for x in layers if x in mapping)
     lost = [x for x in layers if x not in mapping]
     if out != [x for x in layers if x in mapping]:
@@ -194,6 +198,9 @@ def _map_frozen_layers(layers: list[int], mapping: dict[int, int], weights: str,
     if lost:
         LOGGER.warning(f"WARNING --freeze: layer(s) {_ranges(lost)} of {weights} have no counterpart in {cfg} "
                        "(replaced or removed), so nothing is frozen for them")
+    if past:
+        LOGGER.warning(f"WARNING --freeze: {weights} has layers 0-{source_layers - 1}; "
+                       f"{_ranges(past)} ignored")
     return out
 
 
@@ -421,7 +428,8 @@ def _setup_model(run: _Run) -> None:
     run.gates = faded_gates(model, run.identity_blocks)
     run.frozen = _freeze_layers(opt.freeze)
     if transfer is not None and run.frozen:
-        run.frozen = _map_frozen_layers(run.frozen, transfer.mapping, Path(weights).name, opt.cfg or "its config")
+        run.frozen = _map_frozen_layers(run.frozen, transfer.mapping, Path(weights).name, opt.cfg or "its config",
+                                        transfer.source_layers)
     elif run.resume and "frozen_layers" in ckpt:  # as mapped when the run started
         run.frozen = list(ckpt["frozen_layers"])
     _freeze(model, run.frozen, run.new_blocks)

@@ -36,6 +36,7 @@ class TransferResult:
     transferred: int = 0  # source tensors copied
     total: int = 0  # tensors in the source state dict
     mapping: dict[int, int] = field(default_factory=dict)  # source layer -> target layer
+    source_layers: int = 0  # layers in the source model (0 .. source_layers - 1)
     exact: set[int] = field(default_factory=set)  # target layers paired with the very same block type
     skipped: list[str] = field(default_factory=list)  # source keys not copied
     new_keys: list[str] = field(default_factory=list)  # target keys that kept their initial values
@@ -160,7 +161,8 @@ def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, mode
         mapping, exact = align_layers(src_cfg, dst_cfg)
     dst_sd = model.state_dict()
     same_anchors = src_cfg is None or src_cfg.get("anchors") == dst_cfg.get("anchors")
-    res = TransferResult(total=len(src_sd), mapping=mapping, exact=exact)
+    res = TransferResult(total=len(src_sd), mapping=mapping, exact=exact,
+                         source_layers=len(model.model) if src_cfg is None else len(_rows(src_cfg)))
     new_sd: dict[str, torch.Tensor] = {}
     filled: set[str] = set()
     for k, v in src_sd.items():

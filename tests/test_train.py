@@ -233,13 +233,20 @@ def test_finetune_into_attention_config_with_options(tiny_run, tmp_path):
 def test_freeze_indices_follow_the_transfer_pairing():
     """Pretrained layers moved by an insertion are frozen where they went; replaced ones are named."""
     with LogLines() as log:
-        assert train._map_frozen_layers([0, 1, 2], {0: 0, 1: 1, 2: 2}, "a.pt", "b.yaml") == [0, 1, 2]
+        assert train._map_frozen_layers([0, 1, 2], {0: 0, 1: 1, 2: 2}, "a.pt", "b.yaml", 3) == [0, 1, 2]
     assert not log.lines  # same numbering: nothing to say
     with LogLines() as log:
-        out = train._map_frozen_layers(list(range(10)), {i: i + (i >= 4) for i in range(10) if i != 8}, "w.pt", "c.yaml")
+        out = train._map_frozen_layers(list(range(10)), {i: i + (i >= 4) for i in range(10) if i != 8}, "w.pt",
+                                       "c.yaml", 25)
     assert out == [0, 1, 2, 3, 5, 6, 7, 8, 10]
     assert "its layers 0-9 are layers 0-3, 5-8, 10 of c.yaml" in log.text
     assert "layer(s) 8 of w.pt have no counterpart in c.yaml" in log.text
+    assert "ignored" not in log.text
+    # --freeze 30 on weights with 25 layers: the indices past the last are named as such, not as "replaced"
+    with LogLines() as log:
+        out = train._map_frozen_layers(list(range(30)), {i: i + (i >= 10) for i in range(25)}, "w.pt", "c.yaml", 25)
+    assert out == list(range(10)) + list(range(11, 26))
+    assert "w.pt has layers 0-24; 25-29 ignored" in log.text and "no counterpart" not in log.text
     assert train._freeze_layers([10]) == list(range(10)) and train._freeze_layers([0]) == []
     assert train._freeze_layers([3, 1]) == [1, 3]
 

@@ -254,6 +254,7 @@ def test_other_scale_weights_warn(base_record, log_warnings):
     m = DetectionModel("yolov5s_CBAM.yaml")
     res = load_pretrained(base_record, m, source="yolov5n.pt")
     assert res.transferred == 61
+    assert res.source_layers == 25 and len(m.model) == 26  # yolov5n.pt's layers, for --freeze
     scale, low = log_warnings
     assert scale.startswith("WARNING: yolov5n.pt is YOLOv5n (depth_multiple 0.33, width_multiple 0.25) but "
                             "yolov5s_CBAM.yaml builds YOLOv5s (depth_multiple 0.33, width_multiple 0.5)")
