@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 from utils.backends import load_backend  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
-from utils.cli import check_img_size, increment_path, parse_imgsz, print_args  # noqa: E402
+from utils.cli import check_img_size, image_size, increment_path, parse_imgsz, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -263,7 +263,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", nargs="+", type=str, default=[str(ROOT / "yolov5s.pt")], help="model checkpoint")
     p.add_argument("--source", type=str, default=None,
                    help="file, folder, glob, .txt list, video, webcam index or stream URL (required)")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=image_size, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")

@@ -32,11 +32,13 @@ if str(ROOT) not in sys.path:
 from models.yolo import DecodedOutput  # noqa: E402
 from utils.backends import META_KEY, TORCHSCRIPT_META, metadata_json  # noqa: E402
 from utils.checkpoint import CheckpointError, load_model  # noqa: E402
-from utils.cli import check_img_size, parse_imgsz, print_args  # noqa: E402
+from utils.cli import check_img_size, image_size, parse_imgsz, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
 FORMATS = ("torchscript", "onnx", "openvino")
+DEFAULT_OPSET = 17
+MIN_OPSET = 9  # Upsample with scales, used by every YOLOv5 neck, needs opset 9
 
 
 class ExportError(RuntimeError):
@@ -58,12 +60,13 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, meta: dic
     """Trace `model` on `im` and save it with the metadata as the extra file config.txt."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice: kept as upstream's format
         ts = torch.jit.trace(DecodedOutput(_fresh(model)).eval(), im, strict=False, check_trace=False)
-    ts.save(str(file), _extra_files={TORCHSCRIPT_META: metadata_json(meta)})
+        ts.save(str(file), _extra_files={TORCHSCRIPT_META: metadata_json(meta)})
     return file
 
 
-def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opset: int = 17,
+def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opset: int = DEFAULT_OPSET,
                 dynamic: bool = False, simplify: bool = False) -> Path:
     """ONNX through torch's TorchScript-based exporter; input `images`, output `output0`.
 
@@ -75,9 +78,16 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
-                          input_names=["images"], output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
+        try:
+            torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
+                              input_names=["images"], output_names=["output0"], dynamic_axes=axes,
+                              do_constant_folding=True)
+        except (torch.onnx.OnnxExporterError, RuntimeError) as e:  # an op this opset lacks
+            cause = str(e).split(". ")[0].splitlines()[0]
+            raise ExportError(f"{file.name}: the model cannot be exported at --opset {opset} ({cause}); "
+                              f"the default, {DEFAULT_OPSET}, exports every shipped config") from e
     proto = onnx.load_from_string(buf.getvalue())
+    _name_output_width(proto, 5 + len(model.names))
     onnx.checker.check_model(proto)
     if simplify:
         import onnxslim
@@ -90,10 +100,20 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     return file
 
 
-def calibration_images(data: str | Path, imgsz: int | tuple[int, int], stride: int, n: int = 300, batch: int = 1):
+def _name_output_width(proto, width: int) -> None:
+    """Give the output's last axis its size, 5 + nc: a dynamic trace leaves it symbolic
+    ('Concatoutput0_dim_2'), which runtimes and tools reading the graph's signature cannot use."""
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 3 and not dims[2].HasField("dim_value"):
+        dims[2].dim_value = width
+
+
+def calibration_batches(data: str | Path, imgsz: int | tuple[int, int], stride: int, n: int = 300,
+                        batch: int = 1) -> tuple[list[np.ndarray], int]:
     """Up to `n` validation images of dataset `data` letterboxed to exactly `imgsz` ((h, w), or an
-    int for a square), in float32 arrays of shape (batch, 3, h, w) with values in [0, 1]: the input
-    shape of the model being quantized."""
+    int for a square), as float32 arrays of shape (batch, 3, h, w) with values in [0, 1]: the input
+    shape of the model being quantized. A short last batch is filled up with the first images again
+    (a fixed-batch export takes full batches only). Returns (batches, number of distinct images)."""
     from utils.data.augment import letterbox
     from utils.data.dataset import create_dataloader
     from utils.data.dataset_config import check_dataset
@@ -102,17 +122,16 @@ def calibration_images(data: str | Path, imgsz: int | tuple[int, int], stride: i
     d = check_dataset(data)
     loader = create_dataloader(d["val"], max(h, w), 1, stride, rect=False, pad=0.0, workers=0, augment=False,
                                shuffle=False, prefix="calibration: ", nc=int(d["nc"]))[0]
-    group = []
+    images = []
     for i, (im, *_) in enumerate(loader):
         if i >= n:
             break
         hwc = np.ascontiguousarray(im[0].numpy().transpose(1, 2, 0))
         if hwc.shape[:2] != (h, w):
             hwc = letterbox(hwc, (h, w), auto=False, stride=stride)[0]
-        group.append(hwc.transpose(2, 0, 1).astype(np.float32) / 255)
-        if len(group) == batch:
-            yield np.stack(group)
-            group = []
+        images.append(hwc.transpose(2, 0, 1).astype(np.float32) / 255)
+    batches = [np.stack([images[(k + j) % len(images)] for j in range(batch)]) for k in range(0, len(images), batch)]
+    return batches, len(images)
 
 
 def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = False, int8: bool = False,
@@ -136,11 +155,13 @@ def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | N
     import nncf
 
     size, batch = tuple(meta["imgsz"]), 1 if meta.get("dynamic") else int(meta.get("batch") or 1)
-    images = list(calibration_images(data, size, meta["stride"], batch=batch))
+    images, n_img = calibration_batches(data, size, meta["stride"], batch=batch)
     if not images:
-        raise ExportError(f"--data {data}: no validation images found for INT8 calibration "
-                          f"(batches of {batch} at {size[0]}x{size[1]})")
-    LOGGER.info(f"INT8: calibrating on {len(images)} batches of {batch} images of {data} at {size[0]}x{size[1]}")
+        raise ExportError(f"--data {data}: no validation images found for INT8 calibration")
+    filled = len(images) * batch - n_img
+    LOGGER.info(f"INT8: calibrating on {n_img} validation images of {data} at {size[0]}x{size[1]}, in "
+                f"{len(images)} batch(es) of {batch}"
+                + (f" (the last filled up with {filled} image(s) repeated)" if filled > 0 else ""))
     # Convolutions (weights and inputs) become INT8. Kept in floating point: the Detect layer, whose
     # decoding (sigmoid, grid offsets, anchor sizes in pixels) spans 0 to the image size, and the
     # elementwise products (SiLU = x * sigmoid(x), attention gates), whose quantized inputs cost mAP.
@@ -156,11 +177,25 @@ def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | N
         nncf_log.setLevel(level)
 
 
-def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None) -> None:
+def _max_opset() -> int:
+    """The newest opset this torch's ONNX exporter writes (a private constant; 23 for torch 2.14)."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # moved in another torch: the exporter's own error is still reported in one line
+        return 99
+    return int(ONNX_MAX_OPSET)
+
+
+def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | Path | None,
+                  opset: int = DEFAULT_OPSET) -> None:
     """ExportError for options that cannot work together, before any model is loaded."""
     unknown = set(include) - set(FORMATS)
     if unknown:
         raise ExportError(f"--include {sorted(unknown)}: unknown format; choose from {', '.join(FORMATS)}")
+    top = _max_opset()
+    if ("onnx" in include or "openvino" in include) and not MIN_OPSET <= opset <= top:
+        raise ExportError(f"--opset {opset}: torch {torch.__version__.split('+')[0]} exports opsets "
+                          f"{MIN_OPSET}-{top} of these models (default {DEFAULT_OPSET})")
     if (half or int8) and "openvino" not in include:
         raise ExportError("--half and --int8 apply to the OpenVINO export; add openvino to --include")
     if int8 and not data:
@@ -171,7 +206,7 @@ def check_options(include: tuple[str, ...], half: bool, int8: bool, data: str | 
 
 
 def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx",), imgsz=(640, 640),
-                 batch_size: int = 1, dynamic: bool = False, simplify: bool = False, opset: int = 17,
+                 batch_size: int = 1, dynamic: bool = False, simplify: bool = False, opset: int = DEFAULT_OPSET,
                  half: bool = False, int8: bool = False, data: str | Path | None = None,
                  device: torch.device | str = "cpu") -> dict[str, Path]:
     """Export an in-memory DetectionModel (eval mode, fused) next to `stem` (a path without suffix;
@@ -179,7 +214,7 @@ def export_model(model: nn.Module, stem: Path, include: tuple[str, ...] = ("onnx
 
     Returns {format: written path}. Raises ExportError for an unknown format or bad options.
     """
-    check_options(include, half, int8, data)
+    check_options(include, half, int8, data, opset)
     stride = int(model.stride.max())
     imgsz = tuple(check_img_size(list(imgsz), s=stride))
     device = select_device(device, verbose=False)
@@ -212,10 +247,10 @@ def _size_mb(path: Path) -> float:
 
 def run(weights: str | Path = ROOT / "yolov5s.pt", include: tuple[str, ...] = ("torchscript", "onnx"),
         imgsz: tuple[int, int] | int = (640, 640), batch_size: int = 1, dynamic: bool = False,
-        simplify: bool = False, opset: int = 17, half: bool = False, int8: bool = False,
+        simplify: bool = False, opset: int = DEFAULT_OPSET, half: bool = False, int8: bool = False,
         data: str | Path | None = None, device: str = "cpu") -> dict[str, Path]:
     """Load a `.pt` checkpoint and export it (see :func:`export_model`); files go beside the weights."""
-    check_options(tuple(include), half, int8, data)
+    check_options(tuple(include), half, int8, data, opset)
     dev = select_device(device)
     model = load_model(weights, dev, fuse=True)
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -227,11 +262,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Export a YOLOv5 (attention) model to TorchScript, ONNX, OpenVINO.")
     p.add_argument("--weights", type=str, default=str(ROOT / "yolov5s.pt"), help="model checkpoint (.pt)")
     p.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {', '.join(FORMATS)}")
-    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image size h,w")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=image_size, default=[640], help="image size h,w")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--dynamic", action="store_true", help="free batch, height and width (ONNX, OpenVINO)")
     p.add_argument("--simplify", action="store_true", help="simplify the ONNX graph with onnxslim")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version")
     p.add_argument("--half", action="store_true", help="OpenVINO FP16 weights")
     p.add_argument("--int8", action="store_true", help="OpenVINO INT8 post-training quantization (NNCF); needs --data")
     p.add_argument("--data", type=str, default=None, help="dataset YAML for --int8 calibration")

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from utils.boxes import non_max_suppression, scale_boxes  # noqa: E402
 from utils.checkpoint import CheckpointError, load_model  # noqa: E402
-from utils.cli import increment_path  # noqa: E402
+from utils.cli import image_size, increment_path  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.images import read_image  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -126,7 +126,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Attention maps and Grad-CAM overlays for one image.")
     p.add_argument("--weights", required=True, help="model checkpoint")
     p.add_argument("--source", required=True, help="an image")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=640)
     p.add_argument("--layers", nargs="+", type=int, default=None, help="layer indices (default: all attention layers)")
     p.add_argument("--det", type=int, default=0, help="which detection to explain (0 = highest score)")
     p.add_argument("--conf-thres", type=float, default=0.25)

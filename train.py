@@ -53,7 +53,7 @@ from utils.checkpoint import (  # noqa: E402
     save_checkpoint,
     weights_misfit,
 )
-from utils.cli import check_img_size, holds_files, holds_training_results, increment_path, print_args, run_folder  # noqa: E402
+from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
 from utils.device import (  # noqa: E402
@@ -774,7 +774,7 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
     p.add_argument("--hyp", type=str, default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyperparameters")
     p.add_argument("--epochs", type=int, default=100, help="total training epochs")
     p.add_argument("--batch-size", type=int, default=16, help="total batch size for all processes")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train and val image size (pixels)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=640, help="train and val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training (no mosaic)")
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="resume the most recent run in --project, or the given last.pt")

@@ -27,7 +27,7 @@ from utils import coco  # noqa: E402
 from utils.backends import load_backend  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
-from utils.cli import check_img_size, increment_path, print_args  # noqa: E402
+from utils.cli import check_img_size, image_size, increment_path, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, summarize  # noqa: E402
@@ -368,7 +368,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=str, default=str(ROOT / "data/coco128.yaml"), help="dataset YAML")
     p.add_argument("--weights", nargs="+", type=str, default=str(ROOT / "yolov5s.pt"), help="model checkpoint")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
@@ -405,8 +405,6 @@ def main(argv: list[str] | None = None) -> int:
     if opt.conf_thres > 0.001 and opt.task in ("train", "val", "test"):
         LOGGER.warning(f"WARNING: --conf-thres {opt.conf_thres} > 0.001 gives invalid mAP values "
                        "(the low-confidence part of the precision-recall curve is cut off)")
-    if opt.half and not str(opt.device).lower().startswith("cpu") and not torch.cuda.is_available():
-        LOGGER.warning("WARNING: --half works on CUDA only; running in FP32")
     try:
         run(**vars(opt))
     except (CheckpointError, FileNotFoundError, ValueError) as e:

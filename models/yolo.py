@@ -513,13 +513,15 @@ def edit_cfg(cfg: str | Path | dict, insert: list[str] = (), in_c3: list[str] = 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from utils.cli import image_size
+
     parser = argparse.ArgumentParser(
         description="Build a model from its YAML and print its summary; optionally place blocks and save the YAML.",
         epilog="Example: python models/yolo.py --cfg yolov5s.yaml --insert CBAM@9 --save my_CBAM.yaml "
                "(CBAM becomes layer 9, reading layer 8; every later index is rewritten). Indices refer to the "
                "input YAML's layers.")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model YAML (path or name)")
-    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="image size for GFLOPs")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=640, help="image size for GFLOPs")
     parser.add_argument("--nc", type=int, default=None, help="override the number of classes")
     parser.add_argument("--verbose", action="store_true", help="also list every parameter")
     parser.add_argument("--insert", action="append", default=[], metavar="BLOCK@K[,K2]",

@@ -271,6 +271,22 @@ def test_cache_folder_not_writeable(tmp_path, monkeypatch, log_lines):
 
 
 @pytest.mark.usefixtures("cache_beside_labels")
+def test_read_only_dataset_folder_is_left_untouched(tmp_path, log_lines):
+    """A labels folder marked read-only (e.g. a shared dataset) gets no cache file, even for root, who could write."""
+    im_dir = _make_set(tmp_path / "shared", {"a.jpg": (_jpeg_bytes(), GOOD)})
+    labels = tmp_path / "shared" / "labels"
+    labels.chmod(0o555)
+    try:
+        res = scan_dataset(im_dir)
+    finally:
+        labels.chmod(0o755)
+    assert len(res.im_files) == 1 and res.cache_path is None
+    assert not list(labels.glob("*.npz")) and not list(labels.glob(".*.tmp"))
+    said = [m for m in log_lines if "is read-only (mode dr-xr-xr-x), labels not cached" in m]
+    assert len(said) == 1 and str(labels) in said[0] and "YOLO_CACHE_DIR" in said[0]
+
+
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_corrupt_cache_is_rescanned(tmp_path):
     im_dir = _make_set(tmp_path / "cc", {"a.jpg": (_jpeg_bytes(), GOOD)})
     (tmp_path / "cc" / "labels" / "train.cache.npz").write_bytes(b"garbage")

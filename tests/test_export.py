@@ -347,3 +347,76 @@ def test_format_benchmark_states_the_cpu_ceiling():
     assert "reaches 180 GFLOP/s on these 2 threads" in note
     assert "yolov5n 4.50 GFLOPs -> at least 25.0 ms (half its PyTorch time: 27.0 ms)" in note
     assert note.count("at least") == 1  # one floor per model, from its PyTorch row
+
+
+# ------------------------------------------------------------------------------ second QA pass
+def test_opset_and_image_size_are_checked_in_one_line(weights_n, tmp_path, capfd, monkeypatch):
+    """--opset outside what torch exports, and sizes below 1 pixel, are refused by name before any work;
+    an op the chosen opset lacks is one line naming the file, not the exporter's traceback."""
+    from utils.cli import check_img_size
+
+    pt = tmp_path / "m.pt"
+    pt.write_bytes(weights_n.read_bytes())
+    for opset in ("6", "99"):
+        capfd.readouterr()
+        assert export.main(["--weights", str(pt), "--include", "onnx", "--opset", opset]) == 2
+        errors = [ln for ln in capfd.readouterr().err.splitlines() if "ERROR" in ln]
+        assert len(errors) == 1 and f"--opset {opset}: torch" in errors[0] and "exports opsets 9-" in errors[0]
+    assert not list(tmp_path.glob("m.onnx"))
+    for parse in (export.parse_opt, detect.parse_opt, val.parse_opt):  # every --imgsz flag, at parse time
+        for bad in ("0", "-64"):
+            with pytest.raises(SystemExit):
+                parse([f"--imgsz={bad}"])
+            assert f"{bad}: image sizes must be positive numbers of pixels" in capfd.readouterr().err
+    with pytest.raises(ValueError, match=r"--img-size \[0, 64\]: image sizes must be positive"):
+        check_img_size([0, 64], 32)  # the Python API's callers too
+
+    def unsupported(*a, **k):
+        raise torch.onnx.OnnxExporterError("Unsupported: ONNX export of operator foo. Please feel free to ...\nmore")
+
+    monkeypatch.setattr(torch.onnx, "export", unsupported)
+    with pytest.raises(export.ExportError) as e:
+        export.export_model(export.load_model(pt, "cpu"), tmp_path / "m", ("onnx",), imgsz=(64, 64), opset=9)
+    assert str(e.value) == ("m.onnx: the model cannot be exported at --opset 9 (Unsupported: ONNX export of "
+                            "operator foo); the default, 17, exports every shipped config")
+
+
+def test_dynamic_onnx_output_keeps_its_width(exported):
+    """Batch and boxes are free axes of the dynamic export; the last axis is 5 + nc = 85, not a symbol."""
+    import onnx
+
+    dims = onnx.load(str(exported["onnx"])).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", "boxes", 85]
+
+
+def test_misnamed_files_and_ignored_flags_are_named(exported, tmp_path):
+    """A renamed OpenVINO folder gets a hint, a .torchscript renamed .pt one line, --half on the CPU a warning."""
+    import shutil
+
+    from utils.checkpoint import CheckpointError, load_checkpoint
+
+    deploy = tmp_path / "deploy"
+    shutil.copytree(exported["openvino"], deploy)
+    _one_line_error(deploy, "its name must end in _openvino_model, e.g. deploy_openvino_model/, or pass the .xml")
+    assert load_backend(deploy / "yolov5n.xml").nc == 80
+    renamed = tmp_path / "best.pt"
+    shutil.copy(exported["torchscript"], renamed)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(renamed)
+    assert "\n" not in str(e.value) and str(renamed) in str(e.value) and "a TorchScript archive" in str(e.value)
+    with LogLines() as lg:
+        load_backend(exported["pt"], "cpu", half=True)
+        load_backend(exported["onnx"], "cpu", half=True)
+    half = [m for m in lg.lines if "--half" in m]
+    assert len(half) == 2 and all("runs in FP32 on cpu" in m for m in half)
+    assert "yolov5n.pt" in half[0] and "yolov5n.onnx" in half[1]
+
+
+def test_int8_calibration_fills_a_short_last_batch(coco_subset):
+    """3 images for a fixed batch of 4 calibrate (the batch is filled up), not 'no images found'."""
+    batches, n = export.calibration_batches(coco_subset, (64, 64), 32, n=3, batch=4)
+    assert n == 3 and len(batches) == 1 and batches[0].shape == (4, 3, 64, 64) and batches[0].dtype == np.float32
+    np.testing.assert_array_equal(batches[0][3], batches[0][0])
+    assert not np.array_equal(batches[0][1], batches[0][0])
+    batches, n = export.calibration_batches(coco_subset, (64, 96), 32, n=5, batch=2)
+    assert n == 5 and [b.shape for b in batches] == [(2, 3, 64, 96)] * 3

@@ -23,6 +23,7 @@ the model YAML) written by ``export.py``; a file without it is refused.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +146,13 @@ class PyTorchBackend(Backend):
         return y[0] if isinstance(y, (list, tuple)) else y
 
 
+def is_torchscript_archive(names: list[str]) -> bool:
+    """Whether the member `names` of a zip are those of a TorchScript archive (torch.jit.save writes
+    code/ and constants.pkl; torch.save writes neither)."""
+    return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names) and \
+        any("/code/" in n or n.startswith("code/") for n in names)
+
+
 class TorchScriptBackend(Backend):
     """A `.torchscript` archive written by export.py (metadata in its extra file config.txt)."""
 
@@ -156,13 +164,14 @@ class TorchScriptBackend(Backend):
                 names = z.namelist()
         except (zipfile.BadZipFile, OSError) as e:
             raise ExportFileError(f"{path}: not a TorchScript archive ({_one_line(e)})") from None
-        if not any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in names) or \
-                not any("/code/" in n or n.startswith("code/") for n in names):
+        if not is_torchscript_archive(names):
             raise ExportFileError(f"{path}: not a TorchScript archive (a zip without TorchScript code/constants; "
                                   "a torch.save file is not a TorchScript model)")
         extra = {TORCHSCRIPT_META: ""}
         try:
-            self.model = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                self.model = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
         except Exception as e:  # noqa: BLE001 - whatever torch raises, the user gets one line naming the file
             raise ExportFileError(f"{path}: not a loadable TorchScript model ({_one_line(e)})") from None
         super().__init__(path, device, parse_metadata(extra[TORCHSCRIPT_META], str(path)))
@@ -276,8 +285,12 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     device = select_device(device, verbose=False) if not isinstance(device, torch.device) else device
     key = format_key(weights)
     if key not in BACKENDS:
+        hint = ""
+        if Path(weights).is_dir() and any(Path(weights).glob("*.xml")):
+            hint = (f" (an OpenVINO model folder? its name must end in {OPENVINO_DIR}, e.g. "
+                    f"{Path(weights).name}{OPENVINO_DIR}/, or pass the .xml inside it)")
         raise ExportFileError(f"{weights}: unknown model format {key or '(no suffix)'!r}; "
-                              f"expected one of {', '.join(sorted(BACKENDS))}")
+                              f"expected one of {', '.join(sorted(BACKENDS))}{hint}")
     path = attempt_download(weights) if key == ".pt" else Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"weights {str(weights)!r} not found (looked at {path.resolve()})")
@@ -285,6 +298,11 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
         raise ExportFileError(f"{path}: an OpenVINO export is a folder holding .xml and .bin files")
     if key != OPENVINO_DIR and path.is_dir():
         raise ExportFileError(f"{path}: is a folder, not a {key} file")
+    if half and device.type != "cuda":
+        LOGGER.warning(f"WARNING: --half is FP16 inference on CUDA only; {path.name} runs in FP32 on {device.type}")
+    elif half and key not in (".pt", ".torchscript"):
+        LOGGER.warning(f"WARNING: --half does not apply to {path.name}: an export's precision is chosen when "
+                       "exporting (export.py --half for OpenVINO FP16)")
     backend = BACKENDS[key](path, device, half=half)
     LOGGER.info(f"Loaded {backend.describe()}")
     return backend

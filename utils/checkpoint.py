@@ -141,6 +141,20 @@ def _refuse_export(path: Path) -> None:
                               "from (detect.py, val.py and compare.py run exports)")
 
 
+def _refuse_torchscript(path: Path) -> None:
+    """CheckpointError for a TorchScript archive under a checkpoint's name (a renamed .torchscript)."""
+    from utils.backends import is_torchscript_archive
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: _safe_load says what it is
+    if is_torchscript_archive(names):
+        raise CheckpointError(f"{path}: a TorchScript archive (an export), not a checkpoint: name it .torchscript "
+                              "for detect.py, val.py and compare.py; training and export need the .pt it came from")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Open a checkpoint (ours or an official YOLOv5 one) safely; returns a plain dict.
 
@@ -151,6 +165,7 @@ def load_checkpoint(path: str | Path) -> dict:
     _refuse_export(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    _refuse_torchscript(path)
     ckpt = _safe_load(path)
     if not isinstance(ckpt, dict) or not ({"model", "ema"} & set(ckpt)):
         raise CheckpointError(f"{path}: not a YOLOv5 checkpoint (expected a dict with a 'model' entry, "

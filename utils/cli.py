@@ -72,7 +72,13 @@ def _missing_folders(path: Path) -> list[Path]:
 
 def check_img_size(imgsz: int | list[int], s: int = 32, floor: int = 0) -> int | list[int]:
     """Round image size(s) up to a multiple of the stride `s` and at least `floor` pixels,
-    warning (with the rule that changed it) when it changes."""
+    warning (with the rule that changed it) when it changes.
+
+    Raises ValueError for a size below 1 pixel (``--img 0``, ``--img -64``), which no rounding can mend.
+    """
+    sizes = [imgsz] if isinstance(imgsz, int) else list(imgsz)
+    if any(int(x) < 1 for x in sizes):
+        raise ValueError(f"--img-size {imgsz}: image sizes must be positive numbers of pixels, e.g. --img 640")
     if isinstance(imgsz, int):
         new = max(math.ceil(imgsz / s) * s, floor)
     else:
@@ -92,6 +98,17 @@ def print_args(name: str, opt: argparse.Namespace | dict) -> None:
     """Log a script's arguments on one line."""
     d = vars(opt) if isinstance(opt, argparse.Namespace) else opt
     LOGGER.info(f"{name}: " + ", ".join(f"{k}={v}" for k, v in d.items()))
+
+
+def image_size(text: str) -> int:
+    """argparse type of the --imgsz flags: a positive whole number of pixels, refused at parse time."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels, e.g. 640") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: image sizes must be positive numbers of pixels, e.g. 640")
+    return value
 
 
 def parse_imgsz(values: list[int]) -> tuple[int, int]:

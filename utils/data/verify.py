@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +304,15 @@ def _load_cache(cache_path: Path, key: str) -> ScanResult | None:
         return None
 
 
+def _marked_read_only(folder: Path) -> bool:
+    """Whether `folder` grants no write permission to anyone. Root may write there regardless, but a
+    dataset folder made read-only on purpose (shared, mounted) is left as it is."""
+    try:
+        return not folder.stat().st_mode & 0o222
+    except OSError:
+        return False
+
+
 def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
     meta = {"version": CACHE_VERSION, "hash": key, "found": res.found, "missing": res.missing,
             "empty": res.empty, "corrupt": res.corrupt, "duplicates": res.duplicates}
@@ -315,6 +325,10 @@ def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
         "msgs": np.array(res.msgs, dtype=str),
     }
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+    if not os.getenv(CACHE_DIR_ENV) and _marked_read_only(cache_path.parent):
+        LOGGER.warning(f"WARNING: {cache_path.parent} is read-only (mode {stat.filemode(cache_path.parent.stat().st_mode)}), "
+                       f"labels not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
+        return
     try:
         if os.getenv(CACHE_DIR_ENV):
             cache_path.parent.mkdir(parents=True, exist_ok=True)
