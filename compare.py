@@ -19,6 +19,9 @@ finished measurement. Running the same command again skips what runs.jsonl alrea
 (same config and settings), so an interrupted comparison resumes where it stopped. Each
 measurement is announced as k/N with an estimate of the time left (from the measurements
 made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
+
+Model files are measured for cost only; with --epochs they are refused before any work. Configs
+of one file name from different folders are named by their folder (`A/my`, runs `A_my_seed0`).
 """
 
 from __future__ import annotations
@@ -226,7 +229,7 @@ def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
     backend = load_backend(cfg, "cpu")
     if nc is not None and nc != backend.nc:
         raise ValueError(f"{cfg} has {backend.nc} classes, but {nc_from} has {nc}: its cost would not be that of "
-                         f"a {nc}-class model; compare files with {nc} classes, or leave out "
+                         f"a model of {nc} classes; compare files with {nc} classes, or leave out "
                          f"{'--nc' if nc_from.startswith('--nc') else '--data'} to measure the files as they are")
     if not backend.dynamic and tuple(backend.imgsz) != (imgsz, imgsz):
         LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}, "
