@@ -19,6 +19,9 @@ finished measurement. Running the same command again skips what runs.jsonl alrea
 (same config and settings), so an interrupted comparison resumes where it stopped. Each
 measurement is announced as k/N with an estimate of the time left (from the measurements
 made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
+
+Model files are measured for cost only; with --epochs they are refused before any work. Configs
+of one file name from different folders are named by their folder (`A/my`, runs `A_my_seed0`).
 """
 
 from __future__ import annotations
@@ -165,7 +168,7 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, q) -> None:
+def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, nc_from: str, q) -> None:
     """Runs in a fresh process, so its peak memory belongs to this model alone."""
     import torch
 
@@ -174,7 +177,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
 
     try:
         torch.set_num_threads(threads)
-        fused, yaml_cfg, imgsz = _runner(cfg, imgsz, nc)
+        fused, yaml_cfg, imgsz = _runner(cfg, imgsz, nc, nc_from)
         model = DetectionModel(yaml_cfg, nc=nc).eval()
         params = sum(p.numel() for p in model.parameters())
         fused = fused or copy.deepcopy(model).fuse()
@@ -212,17 +215,22 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
         q.put({"error": f"{type(e).__name__}: {e}"})
 
 
-def _runner(cfg: str, imgsz: int, nc: int | None):
+def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
     """What to time for `cfg`: (None, the YAML, (imgsz, imgsz)) for a config, which is built and fused;
     for a model file, its utils/backends.py backend, the model YAML stored in it and the (height,
-    width) it takes (a fixed-shape export: its own, said in the log)."""
+    width) it takes (a fixed-shape export: its own, said in the log).
+
+    ValueError when a model file's class count is not `nc`; `nc_from` says where `nc` came from
+    (:func:`nc_source`), so the message names what the user gave."""
     if not is_model_file(cfg):
         return None, cfg, (imgsz, imgsz)
     from utils.backends import load_backend
 
     backend = load_backend(cfg, "cpu")
     if nc is not None and nc != backend.nc:
-        raise ValueError(f"{cfg} has {backend.nc} classes, not --nc {nc}")
+        raise ValueError(f"{cfg} has {backend.nc} classes, but {nc_from} has {nc}: its cost would not be that of "
+                         f"a model of {nc} classes; compare files with {nc} classes, or leave out "
+                         f"{'--nc' if nc_from.startswith('--nc') else '--data'} to measure the files as they are")
     if not backend.dynamic and tuple(backend.imgsz) != (imgsz, imgsz):
         LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}, "
                     f"not {imgsz}")
@@ -230,11 +238,20 @@ def _runner(cfg: str, imgsz: int, nc: int | None):
     return backend, backend.meta["yaml"], (imgsz, imgsz)
 
 
-def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None) -> dict:
-    """Parameters, GFLOPs, median fused CPU latency (batch 1), GPU latency, peak inference memory."""
+def nc_source(nc: int | None, data: str | None) -> str:
+    """Where compare's class count comes from, as error messages name it: "--nc" when given, else
+    "the dataset <data> (--data)"."""
+    return "--nc" if nc is not None or not data else f"the dataset {data} (--data)"
+
+
+def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None, nc_from: str = "--nc") -> dict:
+    """Parameters, GFLOPs, median fused CPU latency (batch 1), GPU latency, peak inference memory.
+
+    `nc_from` names where `nc` came from (:func:`nc_source`) in the error for a model file of
+    another class count. RuntimeError naming `cfg` when the measurement fails."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, q))
+    p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, nc_from, q))
     p.start()
     res = q.get()
     p.join()
@@ -243,11 +260,13 @@ def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None =
     return res
 
 
-def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path) -> dict:
-    """One short training run; returns the final metrics and the path of its results.csv."""
+def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, label: str | None = None) -> dict:
+    """One short training run in `save_root`/<label>_seed<seed> (`label`: the config's row name from
+    :func:`row_names`, '/' read as '_'; default its stem); returns the final metrics and the path of
+    its results.csv."""
     import train
 
-    name = f"{Path(cfg).stem}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
+    name = f"{(label or Path(cfg).stem).replace('/', '_')}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
     out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                     batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
                     project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
@@ -280,10 +299,48 @@ def display_name(cfg: str) -> str:
     return Path(cfg).name.rstrip("/") if is_model_file(cfg) else Path(cfg).stem
 
 
+def row_names(cfgs: list[str]) -> dict[str, str]:
+    """Each config's name in the table, the log and its training runs' folders: :func:`display_name`,
+    unique within `cfgs`. Configs sharing a name (`A/my.yaml`, `B/my.yaml`) are told apart by the
+    fewest parent folders that differ (`A/my`, `B/my`), else by their position (`my#2`); the same
+    list always gives the same names, so a rerun finds its runs again."""
+    from models.yolo import resolve_cfg
+
+    base = {c: display_name(c) for c in cfgs}
+
+    def folders(c: str) -> tuple[str, ...]:
+        try:
+            path = Path(c) if is_model_file(c) else resolve_cfg(c)
+        except (FileNotFoundError, ValueError):
+            path = Path(c)
+        return path.resolve().parent.parts
+
+    names: dict[str, str] = {}
+    for c in cfgs:
+        same = [d for d in cfgs if base[d] == base[c]]
+        if len(same) == 1:
+            names[c] = base[c]
+            continue
+        parts = {d: folders(d) for d in same}
+        for k in range(1, max(len(v) for v in parts.values()) + 1):
+            tags = {d: "/".join(parts[d][-k:]) for d in same}
+            if len(set(tags.values())) == len(same):
+                names[c] = f"{tags[c]}/{base[c]}"
+                break
+    taken: set[str] = set()
+    for i, c in enumerate(cfgs):  # the same file named twice, or a tag equal to another config's name
+        if c not in names or names[c] in taken:
+            names[c] = f"{base[c]}#{i + 1}"
+        taken.add(names[c])
+    return names
+
+
 def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]],
-              imgsz: int | None = None) -> list[dict]:
+              imgsz: int | None = None, names: dict[str, str] | None = None) -> list[dict]:
     """One row per config: cost, accuracy mean/std over seeds, difference from the baseline; with
-    `imgsz`, a "timed at" column when a fixed-shape export was timed at another size or batch."""
+    `imgsz`, a "timed at" column when a fixed-shape export was timed at another size or batch.
+    `names`: each config's row name (default :func:`row_names`)."""
+    names = names or row_names(cfgs)
     rows = []
     base = cfgs[0]
     base_params = cost[base]["params"]
@@ -297,7 +354,7 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
     b_mean, b_std = stats(base, "map")
     for cfg in cfgs:
         c = cost[cfg]
-        row = {"config": display_name(cfg), "params": c["params"],
+        row = {"config": names[cfg], "params": c["params"],
                "Δparams": f"{(c['params'] - base_params) / base_params * 100:+.2f}%",
                "GFLOPs": c["gflops"], "CPU ms": c["cpu_ms"]}
         if any(v.get("gpu_ms") is not None for v in cost.values()):
@@ -329,8 +386,11 @@ def _pm(mean: float, std: float, n: int) -> str:
     return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
 
 
-def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cfgs: list[str], out: Path) -> list[Path]:
-    """mAP against latency and against parameters; every run's training curve on one figure."""
+def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cfgs: list[str], out: Path,
+         names: dict[str, str] | None = None) -> list[Path]:
+    """mAP against latency and against parameters; every run's training curve on one figure.
+    `names`: each config's label (default :func:`row_names`)."""
+    names = names or row_names(cfgs)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,7 +412,7 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 x = cost[cfg][xkey] / (1e6 if xkey == "params" else 1)
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 ax.errorbar(x, statistics.fmean(vals), yerr=sd, fmt="o", capsize=3)
-                pts.append((x, statistics.fmean(vals), display_name(cfg)))
+                pts.append((x, statistics.fmean(vals), names[cfg]))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("mAP50-95 (mean ± std over seeds)")
             ax.ticklabel_format(useOffset=False)  # true values on the axes, never "1e-6 + 1.776e-1"
@@ -376,7 +436,7 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
                 if ycol is not None:  # epochs not validated (--noval) are logged as 0: not plotted
                     df[ycol] = df[ycol].where(df[ycol] > 0)
                 lcol = next((c for c in df.columns if c.startswith("train/box")), None)
-                style = dict(color=f"C{k % 10}", alpha=0.8, label=Path(cfg).stem if r is acc[cfg][0] else None,
+                style = dict(color=f"C{k % 10}", alpha=0.8, label=names[cfg] if r is acc[cfg][0] else None,
                              marker="o", markersize=3)  # a 1-epoch run is a single point: visible only as a marker
                 if ycol:
                     axes[0].plot(df["epoch"], df[ycol], **style)
@@ -402,10 +462,16 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         name: str = "exp", no_identity_start: bool = False, noval: bool = False) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths."""
     cfgs = expand_cfgs(cfg)
+    if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
+        from models.yolo import refuse_model_file
+
+        for c in cfgs:
+            refuse_model_file(c, hint="compare.py measures model files for cost only (run it without --epochs).")
     if epochs > 0 and not data:
         raise ValueError("training runs (--epochs > 0) need --data")
     if epochs > 0 and weights:  # weights of another scale transfer almost nothing: no fair comparison
         require_same_scale(weights, cfgs)
+    nc_from = nc_source(nc, data)
     if nc is None and data:  # cost of the model that is trained: the dataset's classes
         from utils.data.dataset_config import check_dataset
 
@@ -424,6 +490,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     if noval:  # likewise
         train_settings["noval"] = True
 
+    names = row_names(cfgs)
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
     cost_progress, train_progress = Progress(len(cfgs)), Progress(len(cfgs) * seeds if epochs > 0 else 0)
@@ -431,16 +498,16 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         key = run_key("cost", c, cost_settings)
         step = cost_progress.next()
         if key in done:
-            LOGGER.info(f"{step} {display_name(c)}: cost already measured, skipped")
+            LOGGER.info(f"{step} {names[c]}: cost already measured, skipped")
             cost[c] = done[key]["result"]
         else:
-            LOGGER.info(f"{step} {display_name(c)}: measuring cost at {imgsz} ...")
+            LOGGER.info(f"{step} {names[c]}: measuring cost at {imgsz} ...")
             t0 = time.perf_counter()
-            cost[c] = measure_cost(c, imgsz, threads, runs, nc)
+            cost[c] = measure_cost(c, imgsz, threads, runs, nc, nc_from=nc_from)
             cost_progress.done(time.perf_counter() - t0)
             append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
         if cost[c]["cpu_ms"] > SLOW_FORWARD_MS:
-            LOGGER.warning(f"WARNING: {display_name(c)}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
+            LOGGER.warning(f"WARNING: {names[c]}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
                            f"on {threads} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its training and "
                            "inference will be slow too")
         if epochs > 0:
@@ -448,20 +515,19 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
                 key = run_key("train", c, train_settings, seed)
                 step = train_progress.next()
                 if key in done:
-                    LOGGER.info(f"{step} {Path(c).stem} seed {seed}: already trained, skipped")
+                    LOGGER.info(f"{step} {names[c]} seed {seed}: already trained, skipped")
                     res = done[key]["result"]
                 else:
-                    LOGGER.info(f"{step} {Path(c).stem} seed {seed}: training {epochs} epochs ...")
+                    LOGGER.info(f"{step} {names[c]} seed {seed}: training {epochs} epochs ...")
                     t0 = time.perf_counter()
-                    res = train_once(c, seed, opt, out / "train")
+                    res = train_once(c, seed, opt, out / "train", label=names[c])
                     train_progress.done(time.perf_counter() - t0)
                     append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed,
                                       "settings": train_settings, "result": res})
                 acc.setdefault(c, []).append(res)
 
-    rows = summarise(cfgs, cost, acc, imgsz)
-    note = (f"Measured by `compare.py` at {imgsz}px: CPU latency = median of {runs} fused forward passes, batch 1, "
-            f"{threads} threads; peak MB = resident-memory growth during inference.")
+    rows = summarise(cfgs, cost, acc, imgsz, names)
+    note = cost_note(rows, imgsz, runs, threads)
     if acc:
         note += (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'},"
                  f" batch {batch_size}, {seeds} seed(s); mean ± std over seeds; 'within noise' = |Δ| ≤ std(config) +"
@@ -469,10 +535,24 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
                  " they start as when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal"
                  " the gate times their own residual scale, also 0 at the start).")
     write_results(rows, out / "results", note=note)
-    plots = plot(rows, cost, acc, cfgs, out)
+    plots = plot(rows, cost, acc, cfgs, out, names)
     LOGGER.info("\n" + table(rows))
     LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
     return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots}
+
+
+def cost_note(rows: list[dict], imgsz: int, runs: int, threads: int) -> str:
+    """The results.md note on how cost was measured. Rows with a "timed at" entry (fixed-shape
+    exports) are said to be timed at that size, and a fixed batch of N to be timed for the whole batch."""
+    timed = [r["timed at"] for r in rows if "timed at" in r]
+    note = (f"Measured by `compare.py` at {imgsz}px: CPU latency = median of {runs} forward passes (configs fused), "
+            f"batch 1, {threads} threads; peak MB = resident-memory growth during inference.")
+    if any(t != f"{imgsz}x{imgsz}" for t in timed):
+        note += (" Rows with a 'timed at' entry other than "
+                 f"{imgsz}x{imgsz} are fixed-shape exports, timed at that size instead")
+        note += (", and a 'batch N (fixed)' row's CPU ms is one forward pass of the whole batch of N images, "
+                 "not one image." if any("batch" in t for t in timed) else ".")
+    return note
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -206,8 +206,10 @@ def run(
         w.release()
     if seen:
         per = tuple(x / seen * 1e3 for x in dt)
+        fed = model.fed_shape(tuple(shape))  # a fixed batch-N export runs N images for each one
+        padded = f" (each image padded to the export's fixed batch of {fed[0]})" if fed[0] != shape[0] else ""
         LOGGER.info(f"Speed: {per[0]:.1f}ms pre-process, {per[1]:.1f}ms inference, {per[2]:.1f}ms NMS per image "
-                    f"at shape {tuple(shape)}")
+                    f"at shape {fed}{padded}")
     LOGGER.info(f"Done: {len(files_done)} file(s) processed ({seen} image(s)/frame(s)), {len(skipped)} skipped"
                 + "".join(f"\n  skipped {s.path}: {s.reason}" for s in skipped))
     if seen and (save_txt or save_img or save_crop):

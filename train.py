@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 import val as validate  # noqa: E402
 from models.transfer import load_pretrained  # noqa: E402
-from models.yolo import DetectionModel, ModelConfigError  # noqa: E402
+from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.checkpoint import (  # noqa: E402
     CheckpointError,
@@ -840,6 +840,8 @@ def main(opt: argparse.Namespace) -> dict:
     else:
         if not opt.weights and not opt.cfg:
             raise ValueError("either --weights or --cfg must be given")
+        if isinstance(opt.cfg, (str, Path)) and opt.cfg:
+            resolve_cfg(opt.cfg)  # a model file or a missing YAML is refused before any work
         opt.save_dir = None
     if opt.evolve:
         if opt.resume:

@@ -103,11 +103,31 @@ def make_divisible(x: float, divisor: int) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
+def refuse_model_file(cfg: str | Path, hint: str = "") -> None:
+    """Raise ModelConfigError when `cfg` names a checkpoint or exported model (`best.pt`, `best.onnx`,
+    `best.torchscript`, `best.xml`, `best_openvino_model/`: the suffixes of utils/backends.py's
+    registry), whether it exists or not: a model file is no model YAML, and reading the YAML of the
+    same name in its place would train another model. `hint` (a sentence) is added to the message."""
+    from utils.backends import BACKENDS, format_key
+
+    key = format_key(cfg)
+    if key in BACKENDS:
+        raise ModelConfigError(
+            f"--cfg {cfg} is a model file ({key}), not a model YAML. {hint + ' ' if hint else ''}To train, pass the "
+            "model YAML with --cfg and the checkpoint (.pt) with --weights (or --weights alone to keep its own config)")
+
+
 def resolve_cfg(cfg: str | Path) -> Path:
     """Find a model YAML: a path, a name under `models/` (searched recursively), or a name
-    whose scale letter differs from an existing file (`yolov5n_CBAM.yaml` -> `yolov5s_CBAM.yaml`)."""
+    whose scale letter differs from an existing file (`yolov5n_CBAM.yaml` -> `yolov5s_CBAM.yaml`).
+
+    A name without a suffix gets `.yaml`. ModelConfigError for a model file (:func:`refuse_model_file`)
+    or an existing file of another suffix; FileNotFoundError when nothing is found."""
+    refuse_model_file(cfg)
     p = Path(cfg)
     if p.suffix not in (".yaml", ".yml"):
+        if p.suffix and p.exists():  # best.pth, cfg.json: never read another file's YAML in its place
+            raise ModelConfigError(f"model config {str(cfg)!r} is not a YAML file (.yaml or .yml); pass a model YAML")
         p = p.with_suffix(".yaml")
     if p.is_file():
         return p

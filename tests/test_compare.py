@@ -98,13 +98,13 @@ def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
     def fake_cost(cfg, *a, **k):
         return {"params": 1000 + len(cfg), "gflops": 1.0, "cpu_ms": 1.0, "gpu_ms": None, "peak_mem_mb": 1.0}
 
-    def interrupted(cfg, seed, opt, root):
+    def interrupted(cfg, seed, opt, root, **k):
         calls.append((cfg, seed))
         if len(calls) == 3:
             with open(tmp_path / "exp" / "runs.jsonl", "a") as f:
                 f.write('{"key": "half-writ')  # killed while appending
             raise KeyboardInterrupt
-        return real_train(cfg, seed, opt, root)
+        return real_train(cfg, seed, opt, root, **k)
 
     monkeypatch.setattr(compare, "measure_cost", fake_cost)
     monkeypatch.setattr(compare, "train_once", interrupted)
@@ -113,7 +113,7 @@ def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
     assert calls == [("yolov5n.yaml", 0), ("yolov5n.yaml", 1), ("yolov5n_SE.yaml", 0)]
 
     calls.clear()
-    monkeypatch.setattr(compare, "train_once", lambda cfg, seed, opt, root: calls.append((cfg, seed)) or
+    monkeypatch.setattr(compare, "train_once", lambda cfg, seed, opt, root, **k: calls.append((cfg, seed)) or
                         {"map50": 0.5, "map": 0.3, "results_csv": "", "train_s": 0.0})
     out = compare.run(CFGS, data=str(synth), **settings, project=str(tmp_path), name="exp")
     assert calls == [("yolov5n_SE.yaml", 0), ("yolov5n_SE.yaml", 1)]
@@ -269,3 +269,121 @@ def test_plots_show_true_values_and_separate_labels(tmp_path, monkeypatch):
         assert ax.get_xlim() == (-0.5, 0.5)
         assert [t for t in ax.get_xticks() if -0.5 <= t <= 0.5] == [0]  # epoch 0 only, no -0.4 ... 0.4
         assert ax.get_lines() and all(line.get_marker() == "o" for line in ax.get_lines())
+
+
+# ------------------------------------------------------------------ issue 14 QA: model files, same stems, nc, batch
+@pytest.fixture(scope="module")
+def two_class_batch4_onnx(tmp_path_factory) -> Path:
+    """A 2-class yolov5n exported fixed at 4x3x64x64 (a model file whose classes differ from `synth`'s 3)."""
+    import export
+    from models.yolo import DetectionModel
+
+    model = DetectionModel("yolov5n.yaml", nc=2).eval().fuse()
+    return export.export_model(model, tmp_path_factory.mktemp("b4") / "best", ("onnx",), imgsz=(64, 64),
+                               batch_size=4)["onnx"]
+
+
+@pytest.mark.parametrize("name", ["best.pt", "best.onnx", "best.torchscript", "best.xml", "best_openvino_model",
+                                  "yolov5n_NonLocal.onnx"])  # the last one is named like a shipped config
+def test_training_a_model_file_is_refused_before_any_work(name, synth, tmp_path, monkeypatch, capsys):
+    def boom(*a, **k):
+        raise AssertionError("measured before refusing")
+
+    monkeypatch.setattr(compare, "measure_cost", boom)
+    monkeypatch.setattr(compare, "train_once", boom)
+    f = tmp_path / "x" / name
+    f.parent.mkdir()
+    f.mkdir() if name.endswith("_openvino_model") else f.write_bytes(b"model")
+    rc = compare.main(["--cfg", "yolov5n.yaml", str(f), "--epochs", "1", "--data", str(synth),
+                       "--project", str(tmp_path / "proj")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert str(f) in err[0] and "model file" in err[0] and "cost only" in err[0] and "without --epochs" in err[0]
+    assert "--cfg" in err[0] and "--weights" in err[0] and ".yaml" not in err[0] and "not found" not in err[0]
+    assert not (tmp_path / "proj").exists()
+
+
+def test_cost_of_a_model_file_still_measured(two_class_batch4_onnx, tmp_path):
+    out = compare.run([str(two_class_batch4_onnx)], imgsz=64, runs=1, threads=1, nc=2, project=str(tmp_path), name="c")
+    assert [r["config"] for r in out["rows"]] == ["best.onnx"] and out["rows"][0]["params"] > 0
+    assert out["rows"][0]["timed at"] == "64x64, batch 4 (fixed)"
+    # issue 14 QA 4: the note must not say "batch 1" of a row timed on a batch of 4
+    md = (tmp_path / "c" / "results.md").read_text()
+    assert "'timed at' entry other than 64x64 are fixed-shape exports" in md
+    assert "CPU ms is one forward pass of the whole batch of N images" in md
+
+
+def test_cost_note_without_fixed_exports_says_nothing_of_them():
+    rows = [{"config": "a", "timed at": "64x64"}, {"config": "b"}]
+    note = compare.cost_note(rows, 64, 5, 2)
+    assert "batch 1, 2 threads" in note and "median of 5" in note and "timed at" not in note
+    rect = compare.cost_note([{"timed at": "64x64"}, {"timed at": "96x64"}], 64, 5, 2)
+    assert "timed at that size instead." in rect and "whole batch" not in rect
+
+
+def test_class_count_error_names_where_the_count_came_from(two_class_batch4_onnx, synth, tmp_path, capsys):
+    f = str(two_class_batch4_onnx)
+    with pytest.raises(ValueError) as e:
+        compare._runner(f, 64, 3, compare.nc_source(None, str(synth)))
+    msg = str(e.value)
+    assert f"has 2 classes, but the dataset {synth} (--data) has 3" in msg and "--nc" not in msg
+    assert "leave out --data" in msg
+    with pytest.raises(ValueError, match="has 2 classes, but --nc has 5: .* leave out --nc"):
+        compare._runner(f, 64, 5, compare.nc_source(5, str(synth)))
+    # end to end: the user gave --data only
+    assert compare.main(["--cfg", f, "--data", str(synth), "--imgsz", "64", "--runs", "1",
+                         "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "the dataset" in err and "(--data) has 3" in err and "not --nc" not in err
+
+
+def _two_same_stems(tmp_path: Path) -> list[str]:
+    text = Path("models/yolov5n.yaml").read_text()
+    for folder, extra in (("A", ""), ("B", "\n# another file of the same name\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "my.yaml").write_text(text + extra)
+    return [str(tmp_path / "A" / "my.yaml"), str(tmp_path / "B" / "my.yaml")]
+
+
+def test_configs_of_one_stem_train_into_their_own_runs(synth, tmp_path, monkeypatch):
+    cfgs = _two_same_stems(tmp_path)
+    monkeypatch.setattr(compare, "measure_cost", lambda c, *a, **k: _fake_cost(10.0))
+    settings = dict(TINY, seeds=1)
+    out = compare.run(cfgs, data=str(synth), **settings, project=str(tmp_path), name="same")
+    assert [r["config"] for r in out["rows"]] == ["A/my", "B/my"]
+    recs = [json.loads(ln) for ln in (tmp_path / "same" / "runs.jsonl").read_text().splitlines()]
+    csvs = {r["cfg"]: Path(r["result"]["results_csv"]) for r in recs if r["kind"] == "train"}
+    assert csvs[cfgs[0]].parent.name == "A_my_seed0" and csvs[cfgs[1]].parent.name == "B_my_seed0"
+    for cfg, path in csvs.items():  # each run folder holds its own config's run
+        assert path.is_file()
+        assert yaml_cfg_of(path.parent) == cfg
+    rows = list(csv.DictReader(open(tmp_path / "same" / "results.csv", encoding="utf-8")))
+    assert [r["config"] for r in rows] == ["A/my", "B/my"]
+
+    def boom(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(compare, "train_once", boom)  # a rerun finds both runs under the same names
+    again = compare.run(cfgs, data=str(synth), **settings, project=str(tmp_path), name="same")
+    assert [r["config"] for r in again["rows"]] == ["A/my", "B/my"]
+
+
+def yaml_cfg_of(run_dir: Path) -> str:
+    import yaml
+
+    return yaml.safe_load((run_dir / "opt.yaml").read_text())["cfg"]
+
+
+def test_row_names_tell_apart_files_of_one_name(tmp_path):
+    for d in ("x/A", "y/A", "m1", "m2"):
+        (tmp_path / d).mkdir(parents=True)
+    for d in ("x/A", "y/A"):
+        (tmp_path / d / "my.yaml").write_text("nc: 1\n")
+    deep = [str(tmp_path / "x/A/my.yaml"), str(tmp_path / "y/A/my.yaml")]
+    assert list(compare.row_names(["yolov5n.yaml", *deep]).values()) == ["yolov5n", "x/A/my", "y/A/my"]
+    files = [str(tmp_path / "m1/best.onnx"), str(tmp_path / "m2/best.onnx"), str(tmp_path / "m1/best.pt")]
+    assert list(compare.row_names(files).values()) == ["m1/best.onnx", "m2/best.onnx", "best.pt"]
+    # one file named twice (two spellings): told apart by position; stable across calls
+    twice = [deep[0], str(tmp_path / "x/A/../A/my.yaml")]
+    assert list(compare.row_names(twice).values()) == ["my#1", "my#2"]
+    assert compare.row_names(twice) == compare.row_names(twice)

@@ -209,3 +209,21 @@ def test_exit_code_when_every_input_is_skipped(tmp_path, weights_n, capsys):
     _jpeg(src / "c.jpg", 0)  # one readable image among the bad ones: the run succeeds
     assert detect.main(args) == 0
     assert "1 file(s) processed" in capsys.readouterr().err
+
+
+def test_speed_line_gives_the_shape_fed_to_a_fixed_batch_export(tmp_path):
+    """issue 14 QA: a fixed batch-4 export runs each image padded to 4; the Speed line said (1, 3, h, w)."""
+    import export
+    from models.yolo import DetectionModel
+    from tests.logcapture import LogLines
+
+    img = tmp_path / "im.jpg"
+    cv2.imwrite(str(img), np.random.default_rng(0).integers(0, 255, (80, 100, 3), dtype=np.uint8))
+    model = DetectionModel("yolov5n.yaml", nc=2).eval().fuse()
+    for batch, want in ((4, "at shape (4, 3, 64, 64) (each image padded to the export's fixed batch of 4)"),
+                        (1, "at shape (1, 3, 64, 64)")):
+        f = export.export_model(model, tmp_path / f"b{batch}", ("onnx",), imgsz=(64, 64), batch_size=batch)["onnx"]
+        with LogLines() as log:
+            detect.run(weights=f, source=img, imgsz=64, project=tmp_path, name=f"b{batch}", nosave=True)
+        speed = [ln for ln in log.lines if ln.startswith("Speed:")]
+        assert len(speed) == 1 and speed[0].endswith(want), speed

@@ -136,6 +136,27 @@ def test_missing_config_file():
         resolve_cfg("not_a_model.yaml")
 
 
+@pytest.mark.parametrize("name", ["best.pt", "best.onnx", "best.torchscript", "best.xml", "best_openvino_model",
+                                  "yolov5n_NonLocal.onnx", "yolov5n_NonLocal_openvino_model/"])
+def test_model_file_is_no_config(name, tmp_path):
+    """issue 14 QA: resolve_cfg swapped the suffix for .yaml, so `yolov5n_NonLocal.onnx` built the
+    shipped yolov5n_NonLocal.yaml (ignoring the file) and `best.onnx` looked for best.yaml."""
+    f = tmp_path / name
+    f.mkdir() if name.rstrip("/").endswith("_openvino_model") else f.write_bytes(b"model")
+    for cfg in (str(f), name):  # existing or not
+        with pytest.raises(ModelConfigError, match=r"is a model file .*not a model YAML.*--cfg.*--weights") as e:
+            DetectionModel(cfg)
+        assert cfg in str(e.value) and ".yaml" not in str(e.value)
+
+
+def test_config_of_another_suffix_is_not_swapped_for_a_yaml(tmp_path):
+    (tmp_path / "yolov5n.json").write_text("{}")
+    (tmp_path / "yolov5n.yaml").write_text((MODELS / "yolov5n.yaml").read_text())
+    with pytest.raises(ModelConfigError, match=r"yolov5n.json' is not a YAML file"):
+        resolve_cfg(tmp_path / "yolov5n.json")
+    assert resolve_cfg(tmp_path / "yolov5n") == tmp_path / "yolov5n.yaml"  # no suffix: .yaml added
+
+
 def test_model_summary_cli(capsys):
     from models.yolo import main
 

@@ -332,6 +332,19 @@ def test_tiny_multi_scale_run_with_batch_1(tmp_path):
     assert out["last"].is_file()
 
 
+@pytest.mark.parametrize("name", ["best.onnx", "yolov5n_NonLocal.onnx", "best_openvino_model", "best.pt"])
+def test_model_file_as_cfg_is_refused_before_any_work(name, synth, tmp_path, capsys):
+    """issue 14 QA: `--cfg yolov5n_NonLocal.onnx` trained the shipped YAML of that name from scratch."""
+    f = tmp_path / name
+    f.mkdir() if name.endswith("_openvino_model") else f.write_bytes(b"model")
+    project = tmp_path / "runs"
+    assert train.cli(["--data", str(synth), "--cfg", str(f), "--weights", "", "--project", str(project),
+                      "--device", "cpu", "--epochs", "1"]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "ERROR" in ln]
+    assert len(err) == 1 and f"--cfg {f} is a model file" in err[0] and "--weights" in err[0]
+    assert not project.exists()
+
+
 def test_failed_run_leaves_no_run_folder_and_checkpoints_follow_umask(synth, tiny_run, tmp_path):
     project = tmp_path / "runs"
     assert train.cli(["--data", str(synth), "--weights", str(tmp_path / "missing.pt"), "--project", str(project),

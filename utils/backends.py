@@ -113,6 +113,11 @@ class Backend:
             outs.append(self.forward(chunk)[:n])
         return torch.cat(outs).to(im.device)
 
+    def fed_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The input shape one model call runs on for images of `shape` (b, 3, h, w): `shape` itself,
+        or for a fixed-shape export its (batch, 3, h, w), a short batch being padded to it."""
+        return tuple(shape) if self.dynamic else (self.batch, int(shape[1]), *self.imgsz)
+
     def forward(self, im: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
