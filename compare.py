@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.transfer import require_same_scale  # noqa: E402
+from utils.cli import image_size  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
@@ -561,7 +562,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg", nargs="+", required=True, help="configs (names, paths or globs); the first is the baseline")
     p.add_argument("--data", default=None, help="dataset YAML for the training runs")
     p.add_argument("--weights", default=None, help="pretrained weights to fine-tune from (default: scratch)")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--imgsz", "--img", "--img-size", type=image_size, default=640)
     p.add_argument("--epochs", type=int, default=0, help="training epochs per run (0: cost only)")
     p.add_argument("--seeds", type=int, default=1, help="training runs per config, seeds 0..K-1")
     p.add_argument("--batch-size", type=int, default=16)
