@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.transfer import require_same_scale  # noqa: E402
-from utils.cli import image_size  # noqa: E402
+from utils.cli import image_size, positive_int  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
@@ -213,7 +213,10 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                "timed_at": f"{imgsz[0]}x{imgsz[1]}" + (f", batch {batch} (fixed)" if batch > 1 else ""),
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
-        q.put({"error": f"{type(e).__name__}: {e}"})
+        from utils.checkpoint import CheckpointError
+
+        q.put({"error": f"{type(e).__name__}: {e}",
+               "user_error": isinstance(e, (ValueError, FileNotFoundError, CheckpointError))})
 
 
 def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
@@ -229,14 +232,18 @@ def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
 
     backend = load_backend(cfg, "cpu")
     if nc is not None and nc != backend.nc:
-        raise ValueError(f"{cfg} has {backend.nc} classes, but {nc_from} has {nc}: its cost would not be that of "
-                         f"a model of {nc} classes; compare files with {nc} classes, or leave out "
+        raise ValueError(f"{cfg} has {_classes(backend.nc)}, but {nc_from} has {nc}: its cost would not be that of "
+                         f"a model of {_classes(nc)}; compare files with {_classes(nc)}, or leave out "
                          f"{'--nc' if nc_from.startswith('--nc') else '--data'} to measure the files as they are")
     if not backend.dynamic and tuple(backend.imgsz) != (imgsz, imgsz):
         LOGGER.info(f"{cfg} is a fixed-shape export: timed at its {backend.imgsz[0]}x{backend.imgsz[1]}, "
                     f"not {imgsz}")
         return backend, backend.meta["yaml"], tuple(backend.imgsz)
     return backend, backend.meta["yaml"], (imgsz, imgsz)
+
+
+def _classes(n: int) -> str:
+    return f"{n} class" if n == 1 else f"{n} classes"
 
 
 def nc_source(nc: int | None, data: str | None) -> str:
@@ -256,6 +263,8 @@ def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None =
     p.start()
     res = q.get()
     p.join()
+    if res.get("user_error"):  # bad input, already named in its message (ModelConfigError, CheckpointError too)
+        raise ValueError(res["error"].split(": ", 1)[1])
     if "error" in res:
         raise RuntimeError(f"{cfg}: cost measurement failed: {res['error']}")
     return res
@@ -571,7 +580,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20, help="timed forward passes per config")
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--nc", type=int, default=None,
+    p.add_argument("--nc", type=positive_int, default=None,
                    help="number of classes for the cost measurement (default: the dataset's, else the config's)")
     p.add_argument("--project", default=str(ROOT / "runs/compare"))
     p.add_argument("--name", default="exp")

@@ -114,8 +114,7 @@ def run(
         raise ValueError(NO_SOURCE)
     save_img = not nosave
     dev = select_device(device)
-    half &= dev.type == "cuda"  # fp16 only pays off (and is only well supported) on CUDA
-    model = load_backend(weights, dev, half=half)
+    model = load_backend(weights, dev, half=half)  # says so when --half cannot apply (FP16 runs on CUDA only)
     if visualize and model.fmt != "pytorch":
         raise ValueError(f"--visualize reads the feature maps of PyTorch layers: it needs a .pt checkpoint, and "
                          f"{weights} is a {model.fmt} export (run it on the .pt it was exported from)")

@@ -14,8 +14,11 @@ The exported graph returns the decoded predictions ``(batch, boxes, 5 + nc)``; N
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import io
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -66,6 +69,25 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path, meta: dic
     return file
 
 
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """Discard what native code writes to the process's stdout meanwhile: torch's TorchScript
+    exporter prints its whole IR graph there (hundreds of lines) when an op fails to export, before
+    raising the error that we report in one line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            try:
+                yield
+            finally:
+                ctypes.CDLL(None).fflush(None)  # C stdio's buffer goes to /dev/null too, not to the restored fd
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opset: int = DEFAULT_OPSET,
                 dynamic: bool = False, simplify: bool = False) -> Path:
     """ONNX through torch's TorchScript-based exporter; input `images`, output `output0`.
@@ -79,9 +101,10 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, meta: dict, opse
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset, dynamo=False,
-                              input_names=["images"], output_names=["output0"], dynamic_axes=axes,
-                              do_constant_folding=True)
+            with _native_stdout_silenced():
+                torch.onnx.export(DecodedOutput(_fresh(model)).eval(), (im,), buf, opset_version=opset,
+                                  dynamo=False, input_names=["images"], output_names=["output0"],
+                                  dynamic_axes=axes, do_constant_folding=True)
         except (torch.onnx.OnnxExporterError, RuntimeError) as e:  # an op this opset lacks
             cause = str(e).split(". ")[0].splitlines()[0]
             raise ExportError(f"{file.name}: the model cannot be exported at --opset {opset} ({cause}); "
@@ -152,6 +175,7 @@ def export_openvino(onnx_file: Path, out_dir: Path, meta: dict, half: bool = Fal
 
 def _quantize(ov_model, meta: dict, data: str | Path | None, head_index: int | None):
     """NNCF post-training quantization (mixed preset: symmetric weights, asymmetric activations)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" on import
     import nncf
 
     size, batch = tuple(meta["imgsz"]), 1 if meta.get("dynamic") else int(meta.get("batch") or 1)

@@ -296,6 +296,9 @@ class Detector(nn.Module):
         """Detect objects in one input or a list of inputs (paths, URLs, PIL RGB images, numpy
         HWC BGR arrays). `size`: inference size in pixels (the long side, or (h, w)). Boxes
         come back in each original image's pixels. Raises as :func:`to_bgr` for bad inputs."""
+        sizes = size if isinstance(size, (tuple, list)) else (size,)
+        if not all(isinstance(v, (int, np.integer)) and v >= 1 for v in sizes):
+            raise ValueError(f"size={size}: image sizes must be positive whole numbers of pixels, e.g. size=640")
         t0 = time.perf_counter()
         items = ims if isinstance(ims, (list, tuple)) else [ims]
         if not items:
@@ -375,8 +378,8 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     suffix = Path(s).suffix.lower()
     if suffix in LOADERS:
         model = LOADERS[suffix](s, dev)
-    elif format_key(s) in BACKENDS:  # an exported model (.onnx, .torchscript, *_openvino_model/)
-        model = load_backend(s, dev)
+    elif format_key(s) in BACKENDS or Path(s).is_dir():  # an export (.onnx, .torchscript, *_openvino_model/)
+        model = load_backend(s, dev)  # a folder of another name: one line, with a hint when it holds an .xml
     elif suffix in ("", ".yaml", ".yml"):
         model = _from_config(s, pretrained, channels, classes).to(dev).eval()
     else:

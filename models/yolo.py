@@ -125,6 +125,10 @@ def resolve_cfg(cfg: str | Path) -> Path:
     or an existing file of another suffix; FileNotFoundError when nothing is found."""
     refuse_model_file(cfg)
     p = Path(cfg)
+    if p.is_dir():
+        from utils.backends import openvino_folder_hint
+
+        raise ModelConfigError(f"model config {str(cfg)!r} is a folder, not a model YAML{openvino_folder_hint(p)}")
     if p.suffix not in (".yaml", ".yml"):
         if p.suffix and p.exists():  # best.pth, cfg.json: never read another file's YAML in its place
             raise ModelConfigError(f"model config {str(cfg)!r} is not a YAML file (.yaml or .yml); pass a model YAML")

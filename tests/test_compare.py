@@ -335,6 +335,13 @@ def test_class_count_error_names_where_the_count_came_from(two_class_batch4_onnx
                          "--project", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "the dataset" in err and "(--data) has 3" in err and "not --nc" not in err
+    assert "cost measurement failed" not in err and "ValueError" not in err  # the user's input, said once
+    with pytest.raises(ValueError, match=r"has 2 classes, but --nc has 1: .* a model of 1 class;"):
+        compare._runner(f, 64, 1, "--nc")
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit):
+            compare.parse_opt(["--cfg", f, "--nc", bad])
+        assert f"{bad}: must be at least 1" in capsys.readouterr().err
 
 
 def _two_same_stems(tmp_path: Path) -> list[str]:

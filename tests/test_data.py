@@ -278,6 +278,7 @@ def test_read_only_dataset_folder_is_left_untouched(tmp_path, log_lines):
     labels.chmod(0o555)
     try:
         res = scan_dataset(im_dir)
+        scan_dataset(im_dir)  # train's and val's scans of one folder: said once
     finally:
         labels.chmod(0o755)
     assert len(res.im_files) == 1 and res.cache_path is None

@@ -371,6 +371,15 @@ def test_opset_and_image_size_are_checked_in_one_line(weights_n, tmp_path, capfd
     with pytest.raises(ValueError, match=r"--img-size \[0, 64\]: image sizes must be positive"):
         check_img_size([0, 64], 32)  # the Python API's callers too
 
+    from models.yolo import DetectionModel
+
+    capfd.readouterr()
+    with pytest.raises(export.ExportError, match=r"^ca.onnx: the model cannot be exported at --opset 9 \("):
+        export.export_model(DetectionModel("yolov5n_CA.yaml").eval(), tmp_path / "ca", ("onnx",), imgsz=(64, 64),
+                            opset=9, dynamic=True)  # CA's dynamic pooling sizes need opset 11
+    out = capfd.readouterr()
+    assert "Torch IR graph" not in out.out + out.err and len(out.out.splitlines()) < 5  # not torch's graph dump
+
     def unsupported(*a, **k):
         raise torch.onnx.OnnxExporterError("Unsupported: ONNX export of operator foo. Please feel free to ...\nmore")
 
@@ -389,7 +398,7 @@ def test_dynamic_onnx_output_keeps_its_width(exported):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", "boxes", 85]
 
 
-def test_misnamed_files_and_ignored_flags_are_named(exported, tmp_path):
+def test_misnamed_files_and_ignored_flags_are_named(exported, bus, tmp_path):
     """A renamed OpenVINO folder gets a hint, a .torchscript renamed .pt one line, --half on the CPU a warning."""
     import shutil
 
@@ -399,6 +408,17 @@ def test_misnamed_files_and_ignored_flags_are_named(exported, tmp_path):
     shutil.copytree(exported["openvino"], deploy)
     _one_line_error(deploy, "its name must end in _openvino_model, e.g. deploy_openvino_model/, or pass the .xml")
     assert load_backend(deploy / "yolov5n.xml").nc == 80
+    from models.hub import load as hub_load
+    from models.yolo import ModelConfigError, resolve_cfg
+
+    with pytest.raises(ModelConfigError, match="is a folder, not a model YAML .*e.g. deploy_openvino_model/"):
+        resolve_cfg(deploy)  # compare.py --cfg deploy/
+    with pytest.raises(ExportFileError, match="e.g. deploy_openvino_model/"):
+        hub_load(deploy)
+    api = hub_load(exported["onnx"])
+    for size in (0, -5, (0, 64)):
+        with pytest.raises(ValueError, match=r"image sizes must be positive whole numbers of pixels"):
+            api(str(bus), size=size)
     renamed = tmp_path / "best.pt"
     shutil.copy(exported["torchscript"], renamed)
     with pytest.raises(CheckpointError) as e:
@@ -407,9 +427,10 @@ def test_misnamed_files_and_ignored_flags_are_named(exported, tmp_path):
     with LogLines() as lg:
         load_backend(exported["pt"], "cpu", half=True)
         load_backend(exported["onnx"], "cpu", half=True)
+        detect.run(weights=exported["onnx"], source=bus, imgsz=64, half=True, nosave=True, project=tmp_path)
     half = [m for m in lg.lines if "--half" in m]
-    assert len(half) == 2 and all("runs in FP32 on cpu" in m for m in half)
-    assert "yolov5n.pt" in half[0] and "yolov5n.onnx" in half[1]
+    assert len(half) == 3 and all("runs in FP32 on cpu" in m for m in half)
+    assert "yolov5n.pt" in half[0] and "yolov5n.onnx" in half[1] and "yolov5n.onnx" in half[2]
 
 
 def test_int8_calibration_fills_a_short_last_batch(coco_subset):

@@ -86,3 +86,28 @@ def test_early_stopping():
     assert es(4, 0.15)  # 3 epochs since the best (epoch 1)
     never = EarlyStopping(patience=0)
     assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_only_bias_free_layers_trainable(model, name):
+    """--freeze over every pretrained layer leaves only an inserted block, whose weights have no biases
+    (CBAM's): the optimizer is built with an empty bias group and steps, instead of 'empty parameter list'."""
+    flags = [p.requires_grad for p in model.parameters()]
+    conv = model.model[0].conv  # a bias-free convolution stands for the new block
+    try:
+        for p in model.parameters():
+            p.requires_grad = False
+        conv.weight.requires_grad = True
+        opt = build_optimizer(model, name, lr=0.1)
+        assert [len(g["params"]) for g in opt.param_groups] == [0, 1, 0]
+        before = conv.weight.detach().clone()
+        conv.weight.grad = torch.ones_like(conv.weight)
+        opt.step()
+        assert not torch.equal(conv.weight, before)
+        conv.weight.requires_grad = False
+        with pytest.raises(ValueError, match="nothing to train: every parameter of the model is frozen"):
+            build_optimizer(model, name)
+    finally:
+        conv.weight.grad = None
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad = f

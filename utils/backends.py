@@ -278,6 +278,16 @@ def format_key(path: str | Path) -> str:
     return p.suffix.lower()
 
 
+def openvino_folder_hint(path: str | Path) -> str:
+    """For a folder holding an OpenVINO .xml under another name (renamed after export): a hint to
+    append to an error message; otherwise ''."""
+    p = Path(path)
+    if p.is_dir() and not p.name.endswith(OPENVINO_DIR) and any(p.glob("*.xml")):
+        return (f" (an OpenVINO model folder? its name must end in {OPENVINO_DIR}, e.g. "
+                f"{p.name}{OPENVINO_DIR}/, or pass the .xml inside it)")
+    return ""
+
+
 def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: bool = False) -> Backend:
     """Open a model file of any registered format for inference.
 
@@ -290,12 +300,8 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     device = select_device(device, verbose=False) if not isinstance(device, torch.device) else device
     key = format_key(weights)
     if key not in BACKENDS:
-        hint = ""
-        if Path(weights).is_dir() and any(Path(weights).glob("*.xml")):
-            hint = (f" (an OpenVINO model folder? its name must end in {OPENVINO_DIR}, e.g. "
-                    f"{Path(weights).name}{OPENVINO_DIR}/, or pass the .xml inside it)")
         raise ExportFileError(f"{weights}: unknown model format {key or '(no suffix)'!r}; "
-                              f"expected one of {', '.join(sorted(BACKENDS))}{hint}")
+                              f"expected one of {', '.join(sorted(BACKENDS))}{openvino_folder_hint(weights)}")
     path = attempt_download(weights) if key == ".pt" else Path(weights)
     if not path.exists():
         raise FileNotFoundError(f"weights {str(weights)!r} not found (looked at {path.resolve()})")

@@ -111,6 +111,17 @@ def image_size(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (--nc, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
 def parse_imgsz(values: list[int]) -> tuple[int, int]:
     """`--imgsz 640` or `--imgsz 480 640` -> (height, width); ValueError for none or more than two values."""
     if not 1 <= len(values) <= 2:

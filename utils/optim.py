@@ -52,12 +52,16 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momen
     own = {id(p) for p in gates if p.requires_grad} if gate_lr_mult != 1 else set()
     gate_group = [p for p in no_decay if id(p) in own]
     no_decay = [p for p in no_decay if id(p) not in own]
+    if not (biases or weights or no_decay or gate_group):
+        raise ValueError("nothing to train: every parameter of the model is frozen (a --freeze that covers all "
+                         "its layers?)")
+    first = [{"params": biases}]  # a list of groups: the bias group may be empty (bias-free new blocks)
     if name == "Adam":
-        opt = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
+        opt = torch.optim.Adam(first, lr=lr, betas=(momentum, 0.999))
     elif name == "AdamW":
-        opt = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+        opt = torch.optim.AdamW(first, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
     elif name == "SGD":
-        opt = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+        opt = torch.optim.SGD(first, lr=lr, momentum=momentum, nesterov=True)
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose SGD, Adam or AdamW")
     opt.add_param_group({"params": weights, "weight_decay": decay})

@@ -304,6 +304,9 @@ def _load_cache(cache_path: Path, key: str) -> ScanResult | None:
         return None
 
 
+_READ_ONLY_WARNED: set[Path] = set()  # folders already named in this process (train and val share one)
+
+
 def _marked_read_only(folder: Path) -> bool:
     """Whether `folder` grants no write permission to anyone. Root may write there regardless, but a
     dataset folder made read-only on purpose (shared, mounted) is left as it is."""
@@ -326,6 +329,9 @@ def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
     }
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
     if not os.getenv(CACHE_DIR_ENV) and _marked_read_only(cache_path.parent):
+        if cache_path.parent in _READ_ONLY_WARNED:
+            return
+        _READ_ONLY_WARNED.add(cache_path.parent)
         LOGGER.warning(f"WARNING: {cache_path.parent} is read-only (mode {stat.filemode(cache_path.parent.stat().st_mode)}), "
                        f"labels not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
         return
