@@ -140,3 +140,26 @@ def test_nms_batch_and_max_det_cut_match_a_full_per_image_pass():
                 keep.append(j)
         got = det[det[:, 5] == c, :4]
         torch.testing.assert_close(got, boxes[keep][:len(got)])
+
+
+def test_nms_by_class_groups_equals_one_pass(monkeypatch):
+    """Many candidates are cut into groups of whole classes for NMS: the same detections as one pass."""
+    from utils import boxes
+
+    torch.manual_seed(1)
+    p = torch.rand(2, 4000, 5 + 30)
+    p[..., :2] *= 320
+    p[..., 2:4] = p[..., 2:4] * 80 + 4
+    p[..., 5:] **= 3  # uneven class scores: groups of different sizes
+    cls = torch.randint(0, 30, (5000,))
+    groups = boxes._class_groups(cls)
+    assert len(groups) == 8 and sorted(torch.cat(groups).tolist()) == list(range(5000))
+    assert all(len(set(cls[g].tolist()) & set(cls[h].tolist())) == 0 for g in groups for h in groups if g is not h)
+    for max_det in (300, 100_000):
+        grouped = non_max_suppression(p, 0.001, 0.6, multi_label=True, max_det=max_det)
+        monkeypatch.setattr(boxes, "_GROUP_ROWS", 10**9)
+        single = non_max_suppression(p, 0.001, 0.6, multi_label=True, max_det=max_det)
+        monkeypatch.undo()
+        for g, s in zip(grouped, single):
+            torch.testing.assert_close(g, s, rtol=0, atol=0)
+    assert len(grouped[0]) > 2 * boxes._GROUP_ROWS  # the uncut pass kept enough rows to need groups

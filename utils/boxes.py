@@ -139,31 +139,68 @@ def non_max_suppression(
 def _nms_one(det: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) -> torch.Tensor:
     """Greedy NMS of one image's score-sorted rows, separately per class (unless `agnostic`).
 
-    Exact, but cheaper than one pass over every row: a box is only ever suppressed by a
-    higher-scoring box that was itself kept, so the rows are taken in score-ordered chunks,
-    each run together with the boxes kept so far; once `max_det` boxes are kept, lower rows
-    cannot change the answer and are never looked at. The first chunk is 2 x `max_det` rows;
-    each next one is sized from the share of rows kept so far to reach `max_det` (at conf 0.001
-    about 1 row in 8 survives, so fixed chunks took ~5 NMS calls where this takes ~2).
+    Exact, with less work than one pass over every row. Boxes of different classes never suppress
+    each other, and torchvision's NMS compares every kept box with every later row of its call, so
+    many rows (val settings: ~2,000 at conf 0.001) are cut into a few groups of whole classes, each
+    run alone, and the kept rows are merged back into score order. Fewer rows go through
+    :func:`_greedy_nms`, which stops early once `max_det` boxes are kept.
     """
     if not len(det):
         return det
     box = det[:, :4].double()  # classes moved apart in space; float64 keeps their IoUs exact
-    if not agnostic:
-        box = box + det[:, 5:6].double() * (box.max() + 1)
     score = det[:, 4].double()
-    kept = torch.zeros(0, dtype=torch.long, device=det.device)
-    n, start, step = len(det), 0, 2 * max_det
+    if agnostic:
+        return det[_greedy_nms(box, score, iou_thres, max_det)]
+    cls = det[:, 5].long()
+    box = box + cls[:, None].double() * (box.max() + 1)
+    groups = _class_groups(cls)
+    if len(groups) == 1:
+        return det[_greedy_nms(box, score, iou_thres, max_det)]
+    kept = torch.cat([idx[torchvision.ops.nms(box[idx], score[idx], iou_thres)] for idx in groups])
+    return det[kept.sort().values[:max_det]]  # the rows are in score order, so index order is score order
+
+
+_GROUP_ROWS = 512  # rows per class group in _nms_one: fewer means more NMS calls, more means more comparisons
+
+
+def _class_groups(cls: torch.Tensor) -> list[torch.Tensor]:
+    """Row indices of `cls` (n,) cut into groups of whole classes of about `_GROUP_ROWS` rows (at most
+    8 groups; one group, all rows in order, when n < 2 x `_GROUP_ROWS`)."""
+    n = len(cls)
+    k = min(n // _GROUP_ROWS, 8)
+    if k < 2:
+        return [torch.arange(n, device=cls.device)]
+    order = torch.argsort(cls, stable=True)  # by class, rows of one class in their (score) order
+    counts = torch.bincount(cls)
+    ends = counts.cumsum(0)[counts > 0].tolist()  # where each present class ends in `order`
+    bounds, share = [0], n / k
+    for e in ends:
+        if e >= share * len(bounds) or e == n:
+            bounds.append(e)
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _greedy_nms(box: torch.Tensor, score: torch.Tensor, iou_thres: float, max_det: int) -> torch.Tensor:
+    """Indices kept by greedy NMS of score-sorted rows (n, 4) / (n,), at most `max_det`, in score order.
+
+    A box is only ever suppressed by a higher-scoring box that was itself kept, so the rows are
+    taken in score-ordered chunks, each run together with the boxes kept so far; once `max_det`
+    boxes are kept, lower rows cannot change the answer and are never looked at. The first chunk
+    is 2 x `max_det` rows; each next one is sized from the share of rows kept so far to reach
+    `max_det` (at conf 0.001 about 1 row in 8 survives: ~2 NMS calls where fixed chunks took ~5).
+    """
+    kept = torch.zeros(0, dtype=torch.long, device=box.device)
+    n, start, step = len(box), 0, 2 * max_det
     while start < n:
         end = min(start + step, n)
-        idx = torch.cat((kept, torch.arange(start, end, device=det.device)))
+        idx = torch.cat((kept, torch.arange(start, end, device=box.device)))
         kept = idx[torchvision.ops.nms(box[idx], score[idx], iou_thres)]
         if len(kept) >= max_det:
             break
         kept_per_row = max(len(kept), 1) / end
         step = max(int(1.25 * (max_det - len(kept)) / kept_per_row), 2 * max_det)
         start = end
-    return det[kept[:max_det]]
+    return kept[:max_det]
 
 
 def _candidates(prediction: torch.Tensor, conf_thres: float, multi_label: bool,
