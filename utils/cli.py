@@ -100,26 +100,20 @@ def print_args(name: str, opt: argparse.Namespace | dict) -> None:
     LOGGER.info(f"{name}: " + ", ".join(f"{k}={v}" for k, v in d.items()))
 
 
+def positive_int(text: str, unit: str = "", below: str = "must be at least 1") -> int:
+    """argparse type of counts that must be at least 1 (--nc, ...); ArgumentTypeError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{unit}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: {below}")
+    return value
+
+
 def image_size(text: str) -> int:
     """argparse type of the --imgsz flags: a positive whole number of pixels, refused at parse time."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels, e.g. 640") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: image sizes must be positive numbers of pixels, e.g. 640")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type of counts that must be at least 1 (--nc, ...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
-    return value
+    return positive_int(text, " of pixels, e.g. 640", "image sizes must be positive numbers of pixels, e.g. 640")
 
 
 def parse_imgsz(values: list[int]) -> tuple[int, int]:
