@@ -317,6 +317,13 @@ def _marked_read_only(folder: Path) -> bool:
 
 
 def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
+    if not os.getenv(CACHE_DIR_ENV) and _marked_read_only(cache_path.parent):
+        if cache_path.parent in _READ_ONLY_WARNED:
+            return
+        _READ_ONLY_WARNED.add(cache_path.parent)
+        LOGGER.warning(f"WARNING: {cache_path.parent} is read-only (mode {stat.filemode(cache_path.parent.stat().st_mode)}), "
+                       f"labels not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
+        return
     meta = {"version": CACHE_VERSION, "hash": key, "found": res.found, "missing": res.missing,
             "empty": res.empty, "corrupt": res.corrupt, "duplicates": res.duplicates}
     arrays = {
@@ -328,13 +335,6 @@ def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
         "msgs": np.array(res.msgs, dtype=str),
     }
     tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-    if not os.getenv(CACHE_DIR_ENV) and _marked_read_only(cache_path.parent):
-        if cache_path.parent in _READ_ONLY_WARNED:
-            return
-        _READ_ONLY_WARNED.add(cache_path.parent)
-        LOGGER.warning(f"WARNING: {cache_path.parent} is read-only (mode {stat.filemode(cache_path.parent.stat().st_mode)}), "
-                       f"labels not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
-        return
     try:
         if os.getenv(CACHE_DIR_ENV):
             cache_path.parent.mkdir(parents=True, exist_ok=True)
