@@ -87,7 +87,7 @@ def expand_cfgs(items: list[str]) -> list[str]:
 
 def is_model_file(cfg: str) -> bool:
     """A checkpoint or exported model (`best.pt`, `best.onnx`, `best_openvino_model/`, ...) rather than a YAML."""
-    from utils.backends import BACKENDS, format_key
+    from models.backends import BACKENDS, format_key
 
     return format_key(cfg) in BACKENDS
 
@@ -213,7 +213,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                "timed_at": f"{imgsz[0]}x{imgsz[1]}" + (f", batch {batch} (fixed)" if batch > 1 else ""),
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
-        from utils.checkpoint import CheckpointError
+        from models.checkpoint import CheckpointError
 
         q.put({"error": f"{type(e).__name__}: {e}",
                "user_error": isinstance(e, (ValueError, FileNotFoundError, CheckpointError))})
@@ -221,14 +221,14 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
 
 def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
     """What to time for `cfg`: (None, the YAML, (imgsz, imgsz)) for a config, which is built and fused;
-    for a model file, its utils/backends.py backend, the model YAML stored in it and the (height,
+    for a model file, its models/backends.py backend, the model YAML stored in it and the (height,
     width) it takes (a fixed-shape export: its own, said in the log).
 
     ValueError when a model file's class count is not `nc`; `nc_from` says where `nc` came from
     (:func:`nc_source`), so the message names what the user gave."""
     if not is_model_file(cfg):
         return None, cfg, (imgsz, imgsz)
-    from utils.backends import load_backend
+    from models.backends import load_backend
 
     backend = load_backend(cfg, "cpu")
     if nc is not None and nc != backend.nc:
@@ -292,10 +292,10 @@ def mean_gate(weights: str | Path) -> float | None:
 
     A block inserted into a pretrained network starts as the identity (gate 0) and becomes the
     paper's block at gate 1; for DA / CC / NonLocal the opening is the gate times their own
-    residual scale (utils/gates.attention_gates, the reader of train.py's log too). None for a
+    residual scale (models/gates.attention_gates, the reader of train.py's log too). None for a
     model without attention blocks or a missing file."""
-    from utils.checkpoint import load_model
-    from utils.gates import attention_gates
+    from models.checkpoint import load_model
+    from models.gates import attention_gates
 
     if not Path(weights).is_file():
         return None

@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.backends import load_backend  # noqa: E402
+from models.backends import load_backend  # noqa: E402
+from models.checkpoint import CheckpointError  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
-from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import check_img_size, image_size, increment_path, parse_imgsz, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402

@@ -7,7 +7,7 @@
 Writes beside the weights: best.torchscript, best.onnx, best_openvino_model/ (best.xml + best.bin;
 best_int8_openvino_model/ with --int8). Each file holds its own metadata (stride, class names,
 image size, batch, dynamic, the model YAML): ONNX metadata_props, OpenVINO rt_info, TorchScript
-extra file ``config.txt``. detect.py, val.py and compare.py open them through utils/backends.py.
+extra file ``config.txt``. detect.py, val.py and compare.py open them through models/backends.py.
 The exported graph returns the decoded predictions ``(batch, boxes, 5 + nc)``; NMS stays outside.
 """
 
@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.backends import META_KEY, TORCHSCRIPT_META, metadata_json  # noqa: E402
+from models.checkpoint import CheckpointError, load_model  # noqa: E402
 from models.yolo import DecodedOutput  # noqa: E402
-from utils.backends import META_KEY, TORCHSCRIPT_META, metadata_json  # noqa: E402
-from utils.checkpoint import CheckpointError, load_model  # noqa: E402
 from utils.cli import check_img_size, image_size, parse_imgsz, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402

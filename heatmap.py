@@ -7,7 +7,7 @@ For every attention layer (default: each layer of the model that holds an attent
 block; for C3 variants, the block of its last bottleneck) two kinds of PNG overlays are
 written to runs/heatmap/exp*/:
 
-- ``<image>_L<i>_<Block>_<map>.png``: the block's own attention map (see utils/heatmaps.py);
+- ``<image>_L<i>_<Block>_<map>.png``: the block's own attention map (see models/heatmaps.py);
 - ``<image>_L<i>_<Block>_gradcam.png``: Grad-CAM of that layer for one detection (the
   highest-scoring one, or ``--det k``), whose box is drawn on the overlay with its class and score.
 
@@ -30,13 +30,8 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.boxes import non_max_suppression, scale_boxes  # noqa: E402
-from utils.checkpoint import CheckpointError, load_model  # noqa: E402
-from utils.cli import image_size, increment_path  # noqa: E402
-from utils.data.augment import letterbox  # noqa: E402
-from utils.data.images import read_image  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.heatmaps import (  # noqa: E402
+from models.checkpoint import CheckpointError, load_model  # noqa: E402
+from models.heatmaps import (  # noqa: E402
     attention_layers,
     attention_maps,
     capture_inputs,
@@ -45,6 +40,11 @@ from utils.heatmaps import (  # noqa: E402
     unletterbox,
     value_range,
 )
+from utils.boxes import non_max_suppression, scale_boxes  # noqa: E402
+from utils.cli import image_size, increment_path  # noqa: E402
+from utils.data.augment import letterbox  # noqa: E402
+from utils.data.images import read_image  # noqa: E402
+from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 from utils.plots import Annotator  # noqa: E402
 

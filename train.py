@@ -12,7 +12,7 @@ metrics and the run folder. Outputs go to ``runs/train/exp*``: ``weights/last.pt
 ``opt.yaml``, ``results.csv`` / ``results.png``, ``labels.jpg``, ``train_batch*.jpg`` and
 the validation plots. Attention blocks new to the --weights get a ``gate/<block>`` column in
 results.csv; those given an identity start are faded in by the hyp's ``gate_schedule``
-(utils/gates.py).
+(models/gates.py).
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import val as validate  # noqa: E402
-from models.transfer import load_pretrained  # noqa: E402
-from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
-from utils.autoanchor import check_anchors  # noqa: E402
-from utils.checkpoint import (  # noqa: E402
+from models.checkpoint import (  # noqa: E402
     CheckpointError,
     attempt_download,
     check_resumable,
@@ -53,6 +50,18 @@ from utils.checkpoint import (  # noqa: E402
     save_checkpoint,
     weights_misfit,
 )
+from models.gates import (  # noqa: E402
+    GATE_HYP_DEFAULTS,
+    GateSchedule,
+    attention_gates,
+    block_gates,
+    faded_gates,
+    gate_hyp,
+    make_gate_schedule,
+)
+from models.transfer import load_pretrained  # noqa: E402
+from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
+from utils.autoanchor import check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
@@ -66,14 +75,6 @@ from utils.device import (  # noqa: E402
     select_device,
 )
 from utils.ema import ModelEMA  # noqa: E402
-from utils.gates import (  # noqa: E402
-    GATE_HYP_DEFAULTS,
-    GateSchedule,
-    block_gates,
-    faded_gates,
-    gate_hyp,
-    make_gate_schedule,
-)
 from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -254,7 +255,7 @@ class _Run:
     new_blocks: list[str] = field(default_factory=list)  # "model.9." prefixes of blocks new to the weights
     identity_blocks: list[str] = field(default_factory=list)  # those given an identity start
     frozen: list[int] = field(default_factory=list)  # layers frozen (--freeze mapped through the transfer)
-    gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (utils/gates.py)
+    gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (models/gates.py)
     channels_last: bool = False
     amp: bool = False
     gs: int = 32
@@ -354,7 +355,7 @@ def _checked_hyp(hyp: dict | str | Path | None) -> dict:
         LOGGER.warning(f"WARNING {source}: unknown hyperparameter {k!r} is ignored"
                        + (f" (did you mean {near[0]!r}?)" if near else ""))
     try:
-        cfg.update(gate_hyp(cfg))  # older hyp files lack the gate keys: defaults (utils/gates.py)
+        cfg.update(gate_hyp(cfg))  # older hyp files lack the gate keys: defaults (models/gates.py)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     return cfg
@@ -689,7 +690,7 @@ def _validate_and_save(run: _Run, epoch: int, mloss: torch.Tensor, lr: list[floa
         if not opt.nosave or final_epoch:
             _save_checkpoints(run, epoch, row, fi)
         _append_csv(run.save_dir / "results.csv", row)  # after the checkpoint: a resumed run never repeats an epoch
-        run.tb.log_epoch(row, ema.ema, epoch)
+        run.tb.log_epoch(row, attention_gates(ema.ema), epoch)
         run.final_results = row
         LOGGER.info(f"epoch {epoch}: {train_time:.1f}s training")
 

@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from models.backends import load_backend  # noqa: E402
+from models.checkpoint import CheckpointError  # noqa: E402
 from utils import coco  # noqa: E402
-from utils.backends import load_backend  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.cli import check_img_size, image_size, increment_path, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402

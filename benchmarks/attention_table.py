@@ -105,11 +105,11 @@ def measure(block: str, placement: str, cfg: str, opt, base: dict | None,
 
 def openvino_ms(model: torch.nn.Module, imgsz: int, runs: int, warmup: int) -> float:
     """Median ms of a batch-1 inference of `model` exported to OpenVINO FP32 (fixed imgsz x imgsz),
-    run through utils/backends.py with the same thread count as torch."""
+    run through models/backends.py with the same thread count as torch."""
     import tempfile
 
     from export import export_model
-    from utils.backends import load_backend
+    from models.backends import load_backend
 
     with tempfile.TemporaryDirectory() as tmp:
         files = export_model(model, Path(tmp) / "m", ("openvino",), imgsz=(imgsz, imgsz))

@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from detect import preprocess  # noqa: E402
 from export import export_model  # noqa: E402
-from utils.backends import load_backend  # noqa: E402
+from models.backends import load_backend  # noqa: E402
+from models.checkpoint import load_checkpoint, model_record, save_checkpoint  # noqa: E402
 from utils.boxes import non_max_suppression  # noqa: E402
-from utils.checkpoint import load_checkpoint, model_record, save_checkpoint  # noqa: E402
 from utils.logging import LOGGER, write_results  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,7 +85,7 @@ def make_checkpoint(name: str, weights: Path, out: Path, finetuned: dict[str, st
 def export_all(pt: Path, int8: bool, data: str, imgsz: int = 640) -> dict[str, Path]:
     """Every format of one checkpoint, exported with --dynamic beside it, plus OpenVINO fixed at
     `imgsz` x `imgsz` (what a deployment at one size would ship: no dynamic-shape overhead)."""
-    from utils.checkpoint import load_model
+    from models.checkpoint import load_model
 
     model = load_model(pt, "cpu")
     files = {"PyTorch": pt}
@@ -154,7 +154,7 @@ def accuracy(path: Path, data: str, project: Path) -> tuple[float, float]:
 def bench_model(name: str, opt, tmp: Path, images: list) -> list[dict]:
     """One model's rows: its checkpoint, every export of it, timed together; GFLOPs at opt.imgsz
     (utils.torch_utils.count_flops) and the GFLOP/s each format reaches."""
-    from utils.checkpoint import load_model
+    from models.checkpoint import load_model
     from utils.torch_utils import count_flops
 
     pt, how, meaningful = make_checkpoint(name, Path(opt.weights), tmp, opt.finetuned)

@@ -5,7 +5,7 @@
 
 Fine-tunes ``../shared/weights/yolov5n.pt`` into each attention config on coco128 at 320 px,
 batch 16, seed 0, once per candidate way of opening the identity-started gates (the
-``gate_*`` hyperparameters, utils/gates.py), plus the plain yolov5n.yaml as a reference.
+``gate_*`` hyperparameters, models/gates.py), plus the plain yolov5n.yaml as a reference.
 Writes benchmarks/results/gate_study.csv / .md (final mean |gate|, mAP50-95 after every epoch,
 seconds) and gate_study.png (every new block's gate against the epoch, one panel per config,
 one colour per candidate). Work folder runs/gate_study: an interrupted study resumes, runs

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.checkpoint import RELEASE_NAMES, attempt_download, load_checkpoint, load_model
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.checkpoint import RELEASE_NAMES, attempt_download, load_checkpoint, load_model
 from utils.cli import increment_path
 from utils.data.augment import letterbox
 from utils.data.dataset import read_image
@@ -362,7 +362,7 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     `name`: a checkpoint file (``best.pt``; official names such as ``yolov5s.pt`` are downloaded
     when missing and online, else FileNotFoundError with one line), another file type with a
     loader in :data:`LOADERS`, an exported model (``best.onnx``, ``best.torchscript``,
-    ``best_openvino_model/``: opened through :func:`utils.backends.load_backend`; a fixed-shape
+    ``best_openvino_model/``: opened through :func:`models.backends.load_backend`; a fixed-shape
     export letterboxes every batch to its own size), or a model config name or YAML (``yolov5n``, ``yolov5n_CBAM``,
     ``path/to/cfg.yaml``): built with `channels` input channels and `classes` classes, random
     weights unless `pretrained` (then the official base checkpoint, see :func:`_from_config`).
@@ -370,7 +370,7 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     Raises FileNotFoundError (missing file or config), CheckpointError (unreadable checkpoint),
     ValueError (unsupported file type).
     """
-    from utils.backends import BACKENDS, format_key, load_backend
+    from models.backends import BACKENDS, format_key, load_backend
     from utils.device import select_device
 
     dev = select_device("" if device is None else device, verbose=False)

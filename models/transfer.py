@@ -307,8 +307,8 @@ def _same_config_at(letter: str | None, target: str, dst_cfg: dict) -> str | Non
 
 def require_same_scale(weights: str | Path, cfgs: list[str]) -> None:
     """Raise ValueError when `weights` (a checkpoint) has another scale than any of `cfgs` (compare.py)."""
+    from models.checkpoint import attempt_download, load_checkpoint
     from models.yolo import load_cfg
-    from utils.checkpoint import attempt_download, load_checkpoint
 
     ckpt = load_checkpoint(attempt_download(weights))
     src = (ckpt.get("ema") or ckpt["model"]).get("yaml")

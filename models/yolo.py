@@ -105,10 +105,10 @@ def make_divisible(x: float, divisor: int) -> int:
 
 def refuse_model_file(cfg: str | Path, hint: str = "") -> None:
     """Raise ModelConfigError when `cfg` names a checkpoint or exported model (`best.pt`, `best.onnx`,
-    `best.torchscript`, `best.xml`, `best_openvino_model/`: the suffixes of utils/backends.py's
+    `best.torchscript`, `best.xml`, `best_openvino_model/`: the suffixes of models/backends.py's
     registry), whether it exists or not: a model file is no model YAML, and reading the YAML of the
     same name in its place would train another model. `hint` (a sentence) is added to the message."""
-    from utils.backends import BACKENDS, format_key
+    from models.backends import BACKENDS, format_key
 
     key = format_key(cfg)
     if key in BACKENDS:
@@ -126,7 +126,7 @@ def resolve_cfg(cfg: str | Path) -> Path:
     refuse_model_file(cfg)
     p = Path(cfg)
     if p.is_dir():
-        from utils.backends import openvino_folder_hint
+        from models.backends import openvino_folder_hint
 
         raise ModelConfigError(f"model config {str(cfg)!r} is a folder, not a model YAML{openvino_folder_hint(p)}")
     if p.suffix not in (".yaml", ".yml"):

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 import torch
 
+from models import checkpoint as ck
 from models.yolo import DetectionModel
-from utils import checkpoint as ck
 
 
 def test_official_checkpoint_loads_every_tensor(weights_n):

@@ -179,8 +179,8 @@ def test_peak_memory_is_the_models_own_not_the_parents():
 
 
 def test_mean_gate_reads_how_far_blocks_opened(tmp_path):
+    from models.checkpoint import model_record, save_checkpoint
     from models.yolo import DetectionModel
-    from utils.checkpoint import model_record, save_checkpoint
 
     model = DetectionModel("yolov5n_CBAM.yaml", nc=3)
     for name, p in model.named_parameters():

@@ -1,4 +1,4 @@
-"""export.py and utils/backends.py: the official yolov5n exported with --dynamic gives the PyTorch
+"""export.py and models/backends.py: the official yolov5n exported with --dynamic gives the PyTorch
 model's detections and mAP through detect.py and val.py; bad files get one line naming them."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import yaml
 import detect
 import export
 import val
+from models.backends import ExportFileError, load_backend
 from tests.logcapture import LogLines
-from utils.backends import ExportFileError, load_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("pt", "onnx", "openvino", "torchscript")
@@ -144,7 +144,7 @@ def test_garbage_files_get_one_line_naming_them(tmp_path):
 
 
 def test_runtime_errors_keep_their_cause():
-    from utils.backends import _one_line
+    from models.backends import _one_line
 
     e = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nException from src/x.cpp:9:\n"
                      "Incorrect weights in bin file!\n")
@@ -285,7 +285,7 @@ def test_int8_openvino_export(weights_n, coco_subset, tmp_path):
 def test_tools_that_need_a_checkpoint_name_the_export(exported, bus, tmp_path):
     """--visualize (PyTorch layers), export.py and heatmap.py on an exported file: one message saying a .pt is needed,
     no run folder left behind."""
-    from utils.checkpoint import CheckpointError
+    from models.checkpoint import CheckpointError
 
     with pytest.raises(ValueError, match=r"--visualize .* needs a .pt checkpoint, and .*yolov5n.onnx is a onnx export"):
         detect.run(weights=exported["onnx"], source=bus, visualize=True, project=tmp_path / "d")
@@ -317,8 +317,8 @@ def test_format_benchmark_takes_fine_tuned_checkpoints(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import export_formats
 
+    from models.checkpoint import model_record, save_checkpoint
     from models.yolo import DetectionModel
-    from utils.checkpoint import model_record, save_checkpoint
 
     run = tmp_path / "cbam_s0" / "weights"
     run.mkdir(parents=True)
@@ -402,7 +402,7 @@ def test_misnamed_files_and_ignored_flags_are_named(exported, bus, tmp_path):
     """A renamed OpenVINO folder gets a hint, a .torchscript renamed .pt one line, --half on the CPU a warning."""
     import shutil
 
-    from utils.checkpoint import CheckpointError, load_checkpoint
+    from models.checkpoint import CheckpointError, load_checkpoint
 
     deploy = tmp_path / "deploy"
     shutil.copytree(exported["openvino"], deploy)

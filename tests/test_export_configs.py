@@ -1,7 +1,7 @@
 """Every shipped attention config exports to ONNX and OpenVINO and gives PyTorch's numbers.
 
 Each config is built at the n scale (yolov5n_<block>), exported with --dynamic at 64x64 and run
-back through utils/backends.py at a different size (64x96), so the dynamic axes are exercised too.
+back through models/backends.py at a different size (64x96), so the dynamic axes are exercised too.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 
 from export import export_model
 from models.attention.make_configs import configs
+from models.backends import load_backend
 from models.yolo import DetectionModel
-from utils.backends import load_backend
 
 CONFIGS = sorted(c.replace("yolov5s", "yolov5n", 1) for c in configs())
 # decoded outputs: xywh in pixels (at most ~100 here) and sigmoid scores, in fp32

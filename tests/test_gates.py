@@ -1,4 +1,4 @@
-"""Gates of attention blocks inserted into pretrained weights: schedules (utils/gates.py) and train.py's use of them."""
+"""Gates of attention blocks inserted into pretrained weights: schedules (models/gates.py) and train.py's use of them."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 
 import train
 from data.synthetic import make_synthetic
+from models.checkpoint import load_checkpoint, model_record, save_checkpoint
+from models.gates import GATE_HYP_DEFAULTS, MIN_FADE_BATCHES, FadeIn, faded_gates, gate_hyp, make_gate_schedule
 from models.transfer import load_pretrained
 from models.yolo import DetectionModel
 from tests.logcapture import LogLines
-from utils.checkpoint import load_checkpoint, model_record, save_checkpoint
 from utils.data.dataset import load_hyp
-from utils.gates import GATE_HYP_DEFAULTS, MIN_FADE_BATCHES, FadeIn, faded_gates, gate_hyp, make_gate_schedule
 from utils.optim import build_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,7 +140,7 @@ def test_blocks_with_their_own_zero_scale_are_faded_and_logged(cfg):
     """DA / CC / NonLocal: the paper inits their residual scales to 0 (gate 1); identity start sets the
     scales to 1 and the gate to 0 like any block, so the fade drives them; the logged opening is gate x scale."""
     from models.attention._base import identity_start
-    from utils.gates import attention_gates
+    from models.gates import attention_gates
 
     torch.manual_seed(0)
     m = DetectionModel(cfg, nc=3)

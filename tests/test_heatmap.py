@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import heatmap
+from models.checkpoint import load_checkpoint, model_record, save_checkpoint
 from models.transfer import load_pretrained
 from models.yolo import DetectionModel
-from utils.checkpoint import load_checkpoint, model_record, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_missing_image_says_not_found(base_record, tmp_path, capsys):
 
 
 def test_overlay_keeps_the_value_scale_and_shows_a_colour_bar():
-    from utils.heatmaps import overlay, value_range
+    from models.heatmaps import overlay, value_range
 
     img = np.full((120, 160, 3), 128, np.uint8)
     ramp = np.tile(np.linspace(0, 1, 160, dtype=np.float32), (120, 1))

@@ -199,10 +199,10 @@ def test_torch_hub_local(weights_n, bus, tmp_path, monkeypatch):
 
     assert {"custom", "yolov5n", "yolov5n_CBAM", "yolov5x_C3SE"} <= set(dir(hubconf))
     # an official name offline: one clear line, nothing written outside tmp_path
-    import utils.checkpoint
+    import models.checkpoint
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(utils.checkpoint, "RELEASE_URL", "http://127.0.0.1:9/{name}")
+    monkeypatch.setattr(models.checkpoint, "RELEASE_URL", "http://127.0.0.1:9/{name}")
     with pytest.raises(FileNotFoundError, match=r"yolov5s.pt not found locally and the download .* failed"):
         torch.hub.load(str(ROOT), "yolov5s", source="local")
     with pytest.raises(RuntimeError, match="Cannot find callable"):

@@ -17,8 +17,8 @@ import torch
 
 import train
 from data.synthetic import make_synthetic
+from models.checkpoint import CheckpointError, load_checkpoint, load_model
 from tests.logcapture import LogLines
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model
 from utils.data.dataset_config import DatasetNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,7 +352,7 @@ def test_failed_run_leaves_no_run_folder_and_checkpoints_follow_umask(synth, tin
     assert train.cli(["--data", str(tmp_path / "nope.yaml"), "--cfg", "yolov5n.yaml", "--weights", "",
                       "--project", str(project), "--device", "cpu", "--epochs", "1"]) == 1
     assert not project.exists() or not list(project.iterdir())
-    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from models.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(tiny_run[0]["last"])
     old = os.umask(0o022)

@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
+from models.checkpoint import load_checkpoint, model_from_record
 from models.graph_check import abs_froms
 from models.transfer import align_layers, load_pretrained, transfer_weights
 from models.yaml_edit import insert_block
 from models.yolo import DetectionModel, edit_cfg, load_cfg
-from utils.checkpoint import load_checkpoint, model_from_record
 from utils.logging import LOGGER
 
 ZOO = Path(__file__).resolve().parents[1] / "models" / "attention" / "configs"
@@ -187,7 +187,7 @@ def base_val_256(base_record, coco128, tmp_path_factory):
                                  "yolov5n_C3CBAM.yaml", "yolov5n_CC.yaml"])
 def test_val_identity_start_equals_base(cfg, base_record, base_val_256, tmp_path):
     """Before any training step an attention config scores exactly yolov5n.pt's coco128 P, R and mAP
-    (the fine-tune's first batch also runs with gate 0: utils/gates.py). 256 px keeps it fast; every
+    (the fine-tune's first batch also runs with gate 0: models/gates.py). 256 px keeps it fast; every
     other shipped config is held to the base's outputs by test_zoo_configs_keep_base_outputs."""
     import val
 

@@ -188,7 +188,7 @@ def test_run_from_training(synthetic, tiny_model, tmp_path):
 
 
 def test_speed_task_and_single_cls(synthetic, tiny_model, tmp_path):
-    from utils.checkpoint import model_record, save_checkpoint
+    from models.checkpoint import model_record, save_checkpoint
 
     ckpt = save_checkpoint({"model": model_record(tiny_model)}, tmp_path / "tiny.pt")
     results, maps, _ = val.run(synthetic, weights=ckpt, imgsz=64, batch_size=4, task="speed", device="cpu",
@@ -237,7 +237,7 @@ def two_cams(tmp_path):
 
 
 def test_save_txt_one_file_per_image_and_reruns_overwrite(two_cams, tiny_model, tmp_path, capsys):
-    from utils.checkpoint import model_record, save_checkpoint
+    from models.checkpoint import model_record, save_checkpoint
 
     ckpt = save_checkpoint({"model": model_record(tiny_model)}, tmp_path / "tiny.pt")
     kw = dict(weights=ckpt, imgsz=64, batch_size=2, device="cpu", workers=0, project=tmp_path / "runs", name="v",

@@ -45,7 +45,7 @@ def build_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momen
 
     `momentum` is SGD's momentum or Adam's beta1. Group 0 is the one warmed up from
     ``warmup_bias_lr``. With `gate_lr_mult` != 1, the trainable parameters in `gates` (the
-    gates of inserted attention blocks, see utils/gates.py) leave group 2 for a fourth group
+    gates of inserted attention blocks, see models/gates.py) leave group 2 for a fourth group
     [3] at ``lr * gate_lr_mult`` without weight decay.
     """
     biases, weights, no_decay = param_groups(model)

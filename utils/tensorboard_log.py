@@ -1,9 +1,10 @@
 """TensorBoard logging for train.py (``torch.utils.tensorboard``; view with ``tensorboard --logdir runs/train``).
 
 Per epoch (step = epoch): every results.csv column under its CSV name (``train/box_loss``,
-``metrics/mAP_0.5``, ``x/lr0`` ...; the ``gate/`` columns excepted) and, for every attention
-block of the model given (train.py: the EMA model, the one validated), its gate as
-``gates/<module path>`` (``gates/model.9.attn`` ...; see models/attention/_base.py).
+``metrics/mAP_0.5``, ``x/lr0`` ...; the ``gate/`` columns excepted) and the gate of every
+attention block, given by the caller (train.py reads them from the EMA model, the one
+validated, with models.gates.attention_gates), as ``gates/<module path>``
+(``gates/model.9.attn`` ...; see models/attention/_base.py).
 Once: the first training batch's first image (a mosaic, as the model sees it) as ``train/mosaic``.
 """
 
@@ -12,9 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
-
-from utils.gates import attention_gates
 
 
 class TensorBoardLogger:
@@ -28,15 +26,15 @@ class TensorBoardLogger:
 
             self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def log_epoch(self, row: dict, model: nn.Module, epoch: int) -> None:
+    def log_epoch(self, row: dict, gates: dict[str, float], epoch: int) -> None:
         """Scalars of one epoch: `row` (results.csv keys -> numbers; ``epoch`` and the ``gate/``
-        columns are skipped) and the gates of every attention block of `model`."""
+        columns are skipped) and `gates` (module path -> gate value, one per attention block)."""
         if self.writer is None:
             return
         for k, v in row.items():
             if k != "epoch" and not k.startswith("gate/"):
                 self.writer.add_scalar(k, float(v), epoch)
-        for name, g in attention_gates(model).items():
+        for name, g in gates.items():
             self.writer.add_scalar(f"gates/{name}", g, epoch)
         self.writer.flush()
 

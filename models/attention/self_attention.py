@@ -53,7 +53,7 @@ class DA(AttentionBlock):
 
     @torch.no_grad()
     def identity_start(self) -> DA:
-        """Gate 0 with alpha = beta = 1, so that fading the gate in (utils/gates.py) reaches a unit residual."""
+        """Gate 0 with alpha = beta = 1, so that fading the gate in (models/gates.py) reaches a unit residual."""
         self.alpha.fill_(1.0)
         self.beta.fill_(1.0)
         return super().identity_start()
@@ -97,7 +97,7 @@ class CC(AttentionBlock):
 
     @torch.no_grad()
     def identity_start(self) -> CC:
-        """Gate 0 with gamma = 1, so that fading the gate in (utils/gates.py) reaches a unit residual."""
+        """Gate 0 with gamma = 1, so that fading the gate in (models/gates.py) reaches a unit residual."""
         self.gamma.fill_(1.0)
         return super().identity_start()
 
@@ -156,7 +156,7 @@ class NonLocal(AttentionBlock):
     @torch.no_grad()
     def identity_start(self) -> NonLocal:
         """Gate 0 with the output BN's scale 1 and shift 0 (PyTorch's BN init), so that fading the gate in
-        (utils/gates.py) reaches a unit residual. A fused block keeps its folded conv."""
+        (models/gates.py) reaches a unit residual. A fused block keeps its folded conv."""
         bn = getattr(self.w, "bn", None)
         if bn is not None:
             bn.weight.fill_(1.0)

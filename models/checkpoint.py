@@ -133,7 +133,7 @@ def _model_record(path: Path, obj: Any) -> dict:
 
 def _refuse_export(path: Path) -> None:
     """CheckpointError for an exported model (.onnx, .torchscript, OpenVINO) where a .pt is needed."""
-    from utils.backends import BACKENDS, format_key
+    from models.backends import BACKENDS, format_key
 
     key = format_key(path)
     if key != ".pt" and key in BACKENDS:  # an export: inference only (detect, val, compare take it)
@@ -143,7 +143,7 @@ def _refuse_export(path: Path) -> None:
 
 def _refuse_torchscript(path: Path) -> None:
     """CheckpointError for a TorchScript archive under a checkpoint's name (a renamed .torchscript)."""
-    from utils.backends import is_torchscript_archive
+    from models.backends import is_torchscript_archive
 
     try:
         with zipfile.ZipFile(path) as z:

@@ -9,7 +9,7 @@ OpenVINO folder) to a backend class; :func:`register_backend` adds one.
 
 Loading runs no code from the file:
 
-* ``.pt``: :mod:`utils.checkpoint`'s restricted unpickler (the model is rebuilt from its YAML);
+* ``.pt``: :mod:`models.checkpoint`'s restricted unpickler (the model is rebuilt from its YAML);
 * ``.onnx`` and OpenVINO ``.xml``/``.bin``: protobuf / XML graphs and weights, pure data;
 * ``.torchscript``: ``torch.jit.load`` reads the archive with TorchScript's own unpickler,
   which resolves no Python globals, and the code inside is TorchScript (interpreted by torch,
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError
 from utils.logging import LOGGER
 
 META_KEY = "yolov5_attention"
@@ -127,12 +127,12 @@ class Backend:
 
 
 class PyTorchBackend(Backend):
-    """A `.pt` checkpoint, rebuilt through utils.checkpoint (fused, eval mode)."""
+    """A `.pt` checkpoint, rebuilt through models.checkpoint (fused, eval mode)."""
 
     fmt = "pytorch"
 
     def __init__(self, path: Path, device: torch.device, half: bool = False):
-        from utils.checkpoint import load_model
+        from models.checkpoint import load_model
 
         self.model = load_model(path, device, fuse=True)
         super().__init__(path, device, {"stride": int(self.model.stride.max()), "names": list(self.model.names),
@@ -294,7 +294,7 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
     Raises FileNotFoundError for a missing path, ExportFileError (a CheckpointError) for an unknown
     format or a file that is not what its name says, CheckpointError for a bad `.pt`.
     """
-    from utils.checkpoint import attempt_download
+    from models.checkpoint import attempt_download
     from utils.device import select_device
 
     device = select_device(device, verbose=False) if not isinstance(device, torch.device) else device
