@@ -4,24 +4,37 @@
     # (model files work too: best.pt, best.onnx, best_openvino_model/, best.torchscript)
     python compare.py --cfg yolov5s.yaml 'models/attention/configs/yolov5s_C3*.yaml' --imgsz 640
 
-    # plus short fine-tuning runs from official weights, 2 seeds each
+    # plus fine-tuning runs from official weights, 3 seeds each, on a dataset with a held-out val split
     python compare.py --cfg yolov5n.yaml yolov5n_CBAM.yaml yolov5n_CA.yaml --weights yolov5n.pt \\
-        --data coco128.yaml --imgsz 320 --epochs 3 --seeds 2 --name zoo
+        --data neu-det.yaml --imgsz 256 --epochs 30 --seeds 3 --name zoo
+
+    # checkpoints trained elsewhere, evaluated on the dataset's val split (no training)
+    python compare.py --cfg base.pt cbam.pt --data my.yaml --imgsz 640
 
 Every config is trained with the same hyperparameters, epochs, batch size and seeds. The
-first config is the baseline. With several seeds, each config's mAP is reported as mean and
-standard deviation, and a difference from the baseline is marked "within noise" when it is
-smaller than the two spreads added (std of the baseline + std of the config).
+first config is the baseline. Each run is judged on its final weights (last.pt), evaluated on
+the val split with val.py's settings, never on best.pt (picked on those same val images, it
+flatters the noisier run). The difference from the baseline in mAP50 and mAP50-95 comes with
+a 95% confidence interval from a paired bootstrap over the val images (and over seeds, with
+several), and a verdict from the interval alone: better, worse or no detectable difference
+(with the smallest difference the comparison could have detected); see utils/stats.py.
+A val split that shares images with the train split is warned about (coco128: 128 of 128).
+
+``--control`` adds, for every attention config, a row in which each attention block is replaced
+by a plain residual 1x1-conv bottleneck of about the same parameter count at the same place
+(models/attention/control.py), started and faded in the same way: does a gain come from
+attention, or from extra capacity and newly trained layers?
 
 Outputs in runs/compare/<name>/: results.csv, results.md (a table ready for the README),
-map_vs_latency.png, map_vs_params.png, training_curves.png, and runs.jsonl — one line per
-finished measurement. Running the same command again skips what runs.jsonl already holds
-(same config and settings), so an interrupted comparison resumes where it stopped. Each
+map_vs_latency.png, map_vs_params.png, delta_ci.png, training_curves.png, and runs.jsonl — one
+line per finished measurement. Running the same command again skips what runs.jsonl already
+holds (same config and settings), so an interrupted comparison resumes where it stopped. Each
 measurement is announced as k/N with an estimate of the time left (from the measurements
 made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
 
-Model files are measured for cost only; with --epochs they are refused before any work. Configs
-of one file name from different folders are named by their folder (`A/my`, runs `A_my_seed0`).
+Model files are measured for cost, and with --data evaluated on its val split; with --epochs they
+are refused before any work. Configs of one file name from different folders are named by
+their folder (`A/my`, runs `A_my_seed0`).
 """
 
 from __future__ import annotations
@@ -48,6 +61,8 @@ from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: 
 
 COST_KEYS = ("imgsz", "threads", "runs")
 TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
+EVAL_KEYS = ("data", "imgsz")  # plus val.py's own settings: batch 32, conf 0.001, IoU 0.6, max 300 detections
+VAL_BATCH = 32
 SLOW_FORWARD_MS = 1000.0  # CPU ms per batch-1 forward above which a config is flagged as slow
 
 
@@ -287,6 +302,23 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
             "gate": mean_gate(save_dir / "weights" / "last.pt")}
 
 
+def evaluate(weights: str | Path, opt: argparse.Namespace, save_dir: Path) -> dict:
+    """Evaluate a model file on the val split of ``opt.data`` at ``opt.imgsz`` with val.py's settings
+    (batch 32, conf 0.001, IoU 0.6); keep the per-image match statistics in
+    `save_dir`/match_stats.npz (utils.stats.MatchStats) for the confidence intervals.
+    Returns mAP50, mAP50-95, the statistics file and the number of val images."""
+    import val
+    from utils.stats import MatchStats
+
+    per_image: list[tuple] = []
+    (_, _, map50, map5095, *_), _, _ = val.run(data=opt.data, weights=str(weights), batch_size=VAL_BATCH,
+                                               imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
+                                               project=str(save_dir.parent), name=save_dir.name, exist_ok=True,
+                                               plots=False, per_image=per_image)
+    path = MatchStats.from_val(per_image).save(save_dir / "match_stats.npz")
+    return {"map50": float(map50), "map": float(map5095), "stats": str(path), "images": len(per_image)}
+
+
 def mean_gate(weights: str | Path) -> float | None:
     """Mean |opening| of the attention blocks in a checkpoint: how far training opened them.
 
@@ -346,11 +378,15 @@ def row_names(cfgs: list[str]) -> dict[str, str]:
 
 
 def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]],
-              imgsz: int | None = None, names: dict[str, str] | None = None) -> list[dict]:
-    """One row per config: cost, accuracy mean/std over seeds, difference from the baseline; with
-    `imgsz`, a "timed at" column when a fixed-shape export was timed at another size or batch.
-    `names`: each config's row name (default :func:`row_names`)."""
+              imgsz: int | None = None, names: dict[str, str] | None = None,
+              diffs: dict[str, dict] | None = None) -> list[dict]:
+    """One row per config: cost, accuracy mean/std over seeds and, with `diffs` (config ->
+    :func:`utils.stats.compare` result against the first config), the difference from the
+    baseline with its 95% interval and verdict; with `imgsz`, a "timed at" column when a
+    fixed-shape export was timed at another size or batch. `names`: each config's row name
+    (default :func:`row_names`)."""
     names = names or row_names(cfgs)
+    diffs = diffs or {}
     rows = []
     base = cfgs[0]
     base_params = cost[base]["params"]
@@ -361,7 +397,6 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
             return float("nan"), float("nan")
         return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
-    b_mean, b_std = stats(base, "map")
     for cfg in cfgs:
         c = cost[cfg]
         row = {"config": names[cfg], "params": c["params"],
@@ -379,15 +414,21 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
             row.update({"seeds": n, "mAP50": _pm(m50, s50, n), "mAP50-95": _pm(m, s, n)})
             gates = [r["gate"] for r in acc.get(cfg, []) if r.get("gate") is not None]
             row["gate"] = f"{statistics.fmean(gates):.3f}" if gates else "-"
-            if cfg == base:
-                row["Δ mAP50-95"] = "baseline"
-            else:
-                d = m - b_mean
-                noise = (s + b_std) if n > 1 else float("nan")
-                verdict = "" if math.isnan(noise) else (" (within noise)" if abs(d) <= noise else "")
-                row["Δ mAP50-95"] = f"{d:+.3f}{verdict}"
+            row.update(_difference_cells(cfg == base, diffs.get(cfg)))
         rows.append(row)
     return rows
+
+
+def _difference_cells(is_base: bool, diff: dict | None) -> dict[str, str]:
+    """The Δ and verdict columns of one row (see utils.stats.Difference)."""
+    keys = ("Δ mAP50 95% CI", "Δ mAP50-95 95% CI", "verdict", "verdict mAP50")
+    if is_base:
+        return dict(zip(keys, ("baseline", "baseline", "-", "-")))
+    if diff is None:
+        return dict.fromkeys(keys, "-")
+    d50, d = diff["mAP50"], diff["mAP50-95"]
+    return {keys[0]: f"{d50.delta:+.3f} {d50.interval()}", keys[1]: f"{d.delta:+.3f} {d.interval()}",
+            keys[2]: d.describe(), keys[3]: d50.describe()}
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -466,28 +507,57 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
     return files
 
 
+def plot_differences(diffs: dict[str, dict], cfgs: list[str], names: dict[str, str], out: Path) -> list[Path]:
+    """delta_ci.png: each config's Δ mAP50 and Δ mAP50-95 against the baseline with its 95% interval
+    (a dashed line at 0: an interval that crosses it is no detectable difference). [] without diffs."""
+    rows = [c for c in cfgs if c in diffs]
+    if not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 2.4 + 0.45 * len(rows)), tight_layout=True, sharey=True)
+    colours = {"better": "C2", "worse": "C3", "no detectable difference": "C0"}
+    for ax, metric in zip(axes, ("mAP50", "mAP50-95")):
+        for y, c in enumerate(rows):
+            d = diffs[c][metric]
+            ax.errorbar(d.delta, y, xerr=[[d.delta - d.low], [d.high - d.delta]], fmt="o", capsize=4,
+                        color=colours[d.verdict])
+        ax.axvline(0, color="k", linestyle="--", linewidth=1)
+        ax.set_xlabel(f"Δ {metric} vs {names[cfgs[0]]} (95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), [names[c] for c in rows])
+    axes[0].invert_yaxis()
+    fig.savefig(out / "delta_ci.png", dpi=150)
+    plt.close(fig)
+    return [out / "delta_ci.png"]
+
+
 def run(cfg: list[str], data: str | None = None, weights: str | None = None, imgsz: int = 640, epochs: int = 0,
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
-        name: str = "exp", no_identity_start: bool = False, noval: bool = False) -> dict:
+        name: str = "exp", no_identity_start: bool = False, noval: bool = False, control: bool = False,
+        bootstrap: int = 1000) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths."""
     cfgs = expand_cfgs(cfg)
-    if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
-        from models.yolo import refuse_model_file
-
-        for c in cfgs:
-            refuse_model_file(c, hint="compare.py measures model files for cost only (run it without --epochs).")
-    if epochs > 0 and not data:
-        raise ValueError("training runs (--epochs > 0) need --data")
-    if epochs > 0 and weights:  # weights of another scale transfer almost nothing: no fair comparison
-        require_same_scale(weights, cfgs)
-    nc_from = nc_source(nc, data)
-    if nc is None and data:  # cost of the model that is trained: the dataset's classes
-        from utils.data.dataset_config import check_dataset
-
-        nc = check_dataset(data, autodownload=False)["nc"]
+    evaluate_files = _check_request(cfgs, data, weights, epochs, control)
     out = Path(project) / name
     out.mkdir(parents=True, exist_ok=True)
+    if control:
+        from models.attention.control import control_configs
+
+        cfgs = control_configs(cfgs, out / "controls")
+    nc_from = nc_source(nc, data)
+    if data:
+        from utils.data.dataset_config import check_dataset
+        from utils.data.overlap import warn_if_val_in_train
+
+        data_dict = check_dataset(data, autodownload=False)
+        nc = data_dict["nc"] if nc is None else nc  # cost of the model that is trained: the dataset's classes
+        if epochs > 0 or evaluate_files:
+            warn_if_val_in_train(data_dict)
     log = out / "runs.jsonl"
     done = load_done(log)
     opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
@@ -499,56 +569,164 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         train_settings["no_identity_start"] = True
     if noval:  # likewise
         train_settings["noval"] = True
+    eval_settings = {k: getattr(opt, k) for k in EVAL_KEYS}
 
     names = row_names(cfgs)
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
-    cost_progress, train_progress = Progress(len(cfgs)), Progress(len(cfgs) * seeds if epochs > 0 else 0)
+    cost_progress = Progress(len(cfgs))
+    train_progress = Progress(len(cfgs) * seeds if epochs > 0 else len(cfgs) if evaluate_files else 0)
     for c in cfgs:
-        key = run_key("cost", c, cost_settings)
-        step = cost_progress.next()
-        if key in done:
-            LOGGER.info(f"{step} {names[c]}: cost already measured, skipped")
-            cost[c] = done[key]["result"]
-        else:
-            LOGGER.info(f"{step} {names[c]}: measuring cost at {imgsz} ...")
-            t0 = time.perf_counter()
-            cost[c] = measure_cost(c, imgsz, threads, runs, nc, nc_from=nc_from)
-            cost_progress.done(time.perf_counter() - t0)
-            append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": cost_settings, "result": cost[c]})
-        if cost[c]["cpu_ms"] > SLOW_FORWARD_MS:
-            LOGGER.warning(f"WARNING: {names[c]}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
-                           f"on {threads} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its training and "
-                           "inference will be slow too")
+        cost[c] = _cost(c, names[c], cost_settings, done, log, cost_progress, nc_from)
         if epochs > 0:
             for seed in range(seeds):
-                key = run_key("train", c, train_settings, seed)
-                step = train_progress.next()
-                if key in done:
-                    LOGGER.info(f"{step} {names[c]} seed {seed}: already trained, skipped")
-                    res = done[key]["result"]
-                else:
-                    LOGGER.info(f"{step} {names[c]} seed {seed}: training {epochs} epochs ...")
-                    t0 = time.perf_counter()
-                    res = train_once(c, seed, opt, out / "train", label=names[c])
-                    train_progress.done(time.perf_counter() - t0)
-                    append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed,
-                                      "settings": train_settings, "result": res})
+                res = _train(c, names[c], seed, opt, train_settings, done, log, train_progress, out)
+                last = Path(res["results_csv"]).parent / "weights" / "last.pt"
+                res = {**res, **_evaluate(last, f"{names[c]} seed {seed}", opt, eval_settings, done, log,
+                                          last.parent.parent / "val_last")}
                 acc.setdefault(c, []).append(res)
+        elif evaluate_files:
+            step = train_progress.next()
+            LOGGER.info(f"{step} {names[c]}: evaluating on the val split of {Path(data).name} ...")
+            t0 = time.perf_counter()
+            res = _evaluate(c, names[c], opt, eval_settings, done, log, out / "eval" / names[c].replace("/", "_"))
+            train_progress.done(time.perf_counter() - t0)
+            acc[c] = [{**res, "gate": mean_gate(c) if format_of(c) == ".pt" else None}]
 
-    rows = summarise(cfgs, cost, acc, imgsz, names)
+    diffs = differences(cfgs, acc, bootstrap) if acc else {}
+    rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
     note = cost_note(rows, imgsz, runs, threads)
     if acc:
-        note += (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'},"
-                 f" batch {batch_size}, {seeds} seed(s); mean ± std over seeds; 'within noise' = |Δ| ≤ std(config) +"
-                 " std(baseline). gate = mean |gate| of the attention blocks after training (0: still the identity"
-                 " they start as when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal"
-                 " the gate times their own residual scale, also 0 at the start).")
+        note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
     write_results(rows, out / "results", note=note)
-    plots = plot(rows, cost, acc, cfgs, out, names)
+    plots = plot(rows, cost, acc, cfgs, out, names) + plot_differences(diffs, cfgs, names, out)
     LOGGER.info("\n" + table(rows))
     LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
-    return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots}
+    return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots, "differences": diffs}
+
+
+def format_of(cfg: str) -> str:
+    """The backend key of a model file (``.pt``, ``.onnx``, ...; models.backends.format_key)."""
+    from models.backends import format_key
+
+    return format_key(cfg)
+
+
+def _check_request(cfgs: list[str], data: str | None, weights: str | None, epochs: int, control: bool) -> bool:
+    """Refuse what cannot be measured, before any work; True when model files are to be evaluated
+    (model files only, --data, no --epochs)."""
+    files = [c for c in cfgs if is_model_file(c)]
+    if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
+        from models.yolo import refuse_model_file
+
+        for c in cfgs:
+            refuse_model_file(c, hint="compare.py evaluates model files on --data's val split without --epochs.")
+        if not data:
+            raise ValueError("training runs (--epochs > 0) need --data")
+        if weights:  # weights of another scale transfer almost nothing: no fair comparison
+            require_same_scale(weights, cfgs)
+    if control and not epochs > 0:
+        raise ValueError("--control adds configs to train: it needs --epochs and --data")
+    if files and data and not epochs > 0 and len(files) != len(cfgs):
+        raise ValueError(f"with --data and no --epochs, model files are evaluated on the val split, but "
+                         f"{[c for c in cfgs if c not in files][0]} is a config, which is not trained: give model "
+                         "files only, or configs with --epochs")
+    return bool(files) and bool(data) and not epochs > 0
+
+
+def _cost(c: str, name: str, settings: dict, done: dict, log: Path, progress: Progress, nc_from: str) -> dict:
+    """The cost measurement of one config, from runs.jsonl when already made."""
+    key = run_key("cost", c, settings)
+    step = progress.next()
+    if key in done:
+        LOGGER.info(f"{step} {name}: cost already measured, skipped")
+        res = done[key]["result"]
+    else:
+        LOGGER.info(f"{step} {name}: measuring cost at {settings['imgsz']} ...")
+        t0 = time.perf_counter()
+        res = measure_cost(c, settings["imgsz"], settings["threads"], settings["runs"], settings["nc"],
+                           nc_from=nc_from)
+        progress.done(time.perf_counter() - t0)
+        append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": settings, "result": res})
+    if res["cpu_ms"] > SLOW_FORWARD_MS:
+        LOGGER.warning(f"WARNING: {name}: {res['cpu_ms'] / 1e3:.1f} s per forward pass at {settings['imgsz']} "
+                       f"on {settings['threads']} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its "
+                       "training and inference will be slow too")
+    return res
+
+
+def _train(c: str, name: str, seed: int, opt: argparse.Namespace, settings: dict, done: dict, log: Path,
+           progress: Progress, out: Path) -> dict:
+    """One training run of the grid, from runs.jsonl when already made."""
+    key = run_key("train", c, settings, seed)
+    step = progress.next()
+    if key in done:
+        LOGGER.info(f"{step} {name} seed {seed}: already trained, skipped")
+        return done[key]["result"]
+    LOGGER.info(f"{step} {name} seed {seed}: training {opt.epochs} epochs ...")
+    t0 = time.perf_counter()
+    res = train_once(c, seed, opt, out / "train", label=name)
+    progress.done(time.perf_counter() - t0)
+    append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed, "settings": settings, "result": res})
+    return res
+
+
+def _evaluate(weights: str | Path, label: str, opt: argparse.Namespace, settings: dict, done: dict, log: Path,
+              save_dir: Path) -> dict:
+    """:func:`evaluate` of one model file, from runs.jsonl when already made (and its statistics file is there)."""
+    path = Path(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"{label}: {path} is missing (its run folder was moved or deleted?); remove the run's "
+                                "line from runs.jsonl to train it again")
+    key = run_key("eval", str(path), {**settings, "path": str(path.resolve())})
+    if key in done and Path(done[key]["result"].get("stats", "")).is_file():
+        LOGGER.info(f"{label}: {path.name} already evaluated, skipped")
+        return done[key]["result"]
+    LOGGER.info(f"{label}: evaluating {path} on the val split ...")
+    res = evaluate(path, opt, save_dir)
+    append_done(log, {"key": key, "kind": "eval", "cfg": str(path), "settings": settings, "result": res})
+    return res
+
+
+def differences(cfgs: list[str], acc: dict[str, list[dict]], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Every config against the first (the baseline): utils.stats.compare_many on the runs' match
+    statistics; configs without statistics are left out. {} when the baseline has none."""
+    from utils.stats import MatchStats, compare_many
+
+    def load(c: str) -> list:
+        return [MatchStats.load(r["stats"]) for r in acc.get(c, []) if r.get("stats")]
+
+    base = load(cfgs[0])
+    others = {c: runs for c in cfgs[1:] if (runs := load(c))}
+    if not base or not others:
+        return {}
+    return compare_many(base, others, n_boot=n_boot, seed=seed)
+
+
+def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | None, epochs: int, batch_size: int,
+                  seeds: int, n_boot: int, control: bool) -> str:
+    """The results.md note on what the accuracy columns are."""
+    n_img = next((r.get("images") for runs in acc.values() for r in runs if r.get("images")), None)
+    split = f"the val split of {Path(data).name}" + (f" ({n_img} images)" if n_img else "")
+    if epochs > 0:
+        what = (f" Accuracy: {epochs} epochs on {Path(data).name} from {Path(weights).name if weights else 'scratch'}, "
+                f"batch {batch_size}, {seeds} seed(s); each run's final weights (last.pt, EMA) evaluated on {split} "
+                "with val.py's settings (never best.pt, picked on the same images); mAP mean ± std over seeds.")
+    else:
+        what = f" Accuracy: each model file evaluated on {split} with val.py's settings."
+    what += (f" Δ = config − baseline (first row), with a 95% interval from a paired bootstrap over the val images "
+             f"({n_boot} resamples" + (", seeds resampled too" if epochs > 0 and seeds > 1 else "") + "; "
+             "utils/stats.py). verdict (mAP50-95) and verdict mAP50: better / worse when the interval excludes 0, "
+             "else no detectable difference (± the smallest difference this comparison detects with 80% "
+             "probability).")
+    if any(r.get("gate") is not None for runs in acc.values() for r in runs):
+        what += (" gate = mean |gate| of the attention blocks after training (0: still the identity they start as "
+                 "when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal the gate "
+                 "times their own residual scale, also 0 at the start).")
+    if control:
+        what += (" control rows (…_control): every attention block replaced by a plain residual 1x1-conv bottleneck "
+                 "of about the same parameters, faded in the same way (models/attention/control.py).")
+    return what
 
 
 def cost_note(rows: list[dict], imgsz: int, runs: int, threads: int) -> str:
@@ -587,6 +765,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-identity-start", action="store_true",
                    help="blocks inserted into pretrained --weights start as in their papers (train.py's flag)")
     p.add_argument("--noval", action="store_true", help="training runs validate after their final epoch only")
+    p.add_argument("--control", action="store_true",
+                   help="add a capacity control for each attention config: its blocks replaced by plain residual "
+                        "1x1-conv bottlenecks of about the same parameters (needs --epochs)")
+    p.add_argument("--bootstrap", type=positive_int, default=1000,
+                   help="bootstrap resamples of the val images for the confidence intervals")
     return p.parse_args(argv)
 
 

@@ -65,6 +65,7 @@ from utils.autoanchor import check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
+from utils.data.overlap import warn_if_val_in_train  # noqa: E402
 from utils.device import (  # noqa: E402
     amp_enabled,
     autocast,
@@ -382,6 +383,8 @@ def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device
     init_seeds(int(opt.seed) + 1 + RANK, deterministic=bool(opt.deterministic))
     with main_process_first(LOCAL_RANK):
         run.data_dict = check_dataset(opt.data)
+    if RANK in (-1, 0):
+        warn_if_val_in_train(run.data_dict)
     run.nc = 1 if opt.single_cls else int(run.data_dict["nc"])
     names = run.data_dict["names"]
     run.names = ["item"] if opt.single_cls and len(names) != 1 else list(names)

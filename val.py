@@ -182,6 +182,7 @@ def run(
     plots: bool = True,
     callbacks=None,
     compute_loss=None,
+    per_image: list | None = None,
 ) -> tuple[tuple[float, ...], np.ndarray, tuple[float, float, float]]:
     """Validate and return ``((P, R, mAP50, mAP50-95, *mean_losses), maps, times)``.
 
@@ -194,6 +195,9 @@ def run(
     and expected to return ``(loss, loss_items)``). The model's train/eval mode and dtype are
     restored on return. With ``save_json`` and a COCO evaluation available, mAP50 and
     mAP50-95 in the returned tuple are pycocotools' figures (as upstream YOLOv5 does).
+    ``per_image``: a list that receives, per image, ``(path, correct (n, 10) bool, conf (n,),
+    pred_cls (n,), target_cls (m,))``, the match statistics mAP is computed from
+    (utils.stats.MatchStats.from_val reads it; compare.py's confidence intervals use it).
     """
     training = model is not None
     if training:
@@ -293,6 +297,8 @@ def run(
                     labelsn[:, 1:] = scale_boxes(im[si].shape[1:], xywh2xyxy(labels[:, 1:5]), shape0, shapes[si][1])
                 correct = match_predictions(predn, labelsn, iouv)
                 stats.append((correct.cpu(), pred[:, 4].cpu(), pred[:, 5].cpu(), labelsn[:, 0].cpu()))
+                if per_image is not None:
+                    per_image.append((str(path), *stats[-1]))
                 if plots:
                     confusion.process_batch(predn, labelsn)
                 if save_txt:

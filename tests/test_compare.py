@@ -1,10 +1,10 @@
-"""compare.py on two configs with a tiny budget: every output file and column, noise marks, resume."""
+"""compare.py on two configs with a tiny budget: every output file and column, intervals and verdicts, resume."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
+import re
 from pathlib import Path
 
 import cv2
@@ -17,7 +17,7 @@ from tests.logcapture import LogLines
 CFGS = ["yolov5n.yaml", "yolov5n_SE.yaml"]
 TINY = dict(imgsz=64, epochs=1, seeds=2, batch_size=4, workers=0, runs=2, threads=1)
 COLUMNS = ["config", "params", "Δparams", "GFLOPs", "CPU ms", "peak MB", "seeds", "mAP50", "mAP50-95", "gate",
-           "Δ mAP50-95"]
+           "Δ mAP50 95% CI", "Δ mAP50-95 95% CI", "verdict", "verdict mAP50"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,9 +37,9 @@ def compared(synth, tmp_path_factory):
 def test_every_output_file_and_column(compared):
     out, d = compared
     for name in ("results.csv", "results.md", "runs.jsonl", "map_vs_latency.png", "map_vs_params.png",
-                 "training_curves.png"):
+                 "training_curves.png", "delta_ci.png"):
         assert (d / name).is_file() and (d / name).stat().st_size > 0, name
-    for png in ("map_vs_latency.png", "map_vs_params.png", "training_curves.png"):
+    for png in ("map_vs_latency.png", "map_vs_params.png", "training_curves.png", "delta_ci.png"):
         im = cv2.imread(str(d / png))
         assert im is not None and im.shape[0] > 300 and im.shape[1] > 500, png
 
@@ -61,18 +61,25 @@ def test_every_output_file_and_column(compared):
     assert base["Δparams"] == "+0.00%" and se["Δparams"].startswith("+")
     # from scratch the blocks are the paper's (gate starts at 1); the baseline has no gate
     assert base["gate"] == "-" and abs(float(se["gate"]) - 1) < 0.05
-    assert base["Δ mAP50-95"] == "baseline"
-    assert se["Δ mAP50-95"][0] in "+-"
+    assert base["Δ mAP50-95 95% CI"] == base["Δ mAP50 95% CI"] == "baseline"
+    for col in ("Δ mAP50 95% CI", "Δ mAP50-95 95% CI"):  # "+0.012 [-0.010, +0.030]"
+        m = re.fullmatch(r"([+-]\d\.\d{3}) \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", se[col])
+        assert m, se[col]
+        assert float(m.group(2)) <= float(m.group(3))
+    assert se["verdict"].split(" (")[0] in ("better", "worse", "no detectable difference")
 
     md = (d / "results.md").read_text()
-    assert "| config |" in md and "yolov5n_SE" in md and "within noise" in md  # the note explains the column
+    assert "| config |" in md and "yolov5n_SE" in md
+    assert "paired bootstrap" in md and "last.pt" in md and "within noise" not in md  # the note says what was used
     assert out["markdown"] in md
 
     recs = [json.loads(line) for line in (d / "runs.jsonl").read_text().splitlines()]
-    assert sorted(r["kind"] for r in recs) == ["cost"] * 2 + ["train"] * 4
+    assert sorted(r["kind"] for r in recs) == ["cost"] * 2 + ["eval"] * 4 + ["train"] * 4
     for r in recs:
         if r["kind"] == "train":
             assert Path(r["result"]["results_csv"]).is_file()
+        if r["kind"] == "eval":  # the final weights, never best.pt
+            assert r["cfg"].endswith("last.pt") and Path(r["result"]["stats"]).is_file()
 
 
 def test_rerun_skips_everything(compared, synth, monkeypatch):
@@ -83,6 +90,7 @@ def test_rerun_skips_everything(compared, synth, monkeypatch):
 
     monkeypatch.setattr(compare, "measure_cost", boom)
     monkeypatch.setattr(compare, "train_once", boom)
+    monkeypatch.setattr(compare, "evaluate", boom)
     before = (d / "runs.jsonl").read_text()
     out = compare.run(CFGS, data=str(synth), **TINY, project=str(d.parent), name="tiny")
     assert (d / "runs.jsonl").read_text() == before
@@ -108,6 +116,7 @@ def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare, "measure_cost", fake_cost)
     monkeypatch.setattr(compare, "train_once", interrupted)
+    monkeypatch.setattr(compare, "_evaluate", lambda *a, **k: {"map50": 0.5, "map": 0.3})
     with pytest.raises(KeyboardInterrupt):
         compare.run(CFGS, data=str(synth), **settings, project=str(tmp_path), name="exp")
     assert calls == [("yolov5n.yaml", 0), ("yolov5n.yaml", 1), ("yolov5n_SE.yaml", 0)]
@@ -143,20 +152,29 @@ def test_changed_settings_or_config_are_measured_again(synth, tmp_path, monkeypa
     assert n["cost"] == 3
 
 
-def test_noise_column():
+def test_difference_columns_come_from_the_intervals():
+    import numpy as np
+
+    from utils.stats import Difference
+
     cost = {c: {"params": 100, "gflops": 1.0, "cpu_ms": 1.0, "peak_mem_mb": 1.0} for c in ("a", "b", "c")}
-    acc = {"a": [{"map50": 0.5, "map": 0.30}, {"map50": 0.5, "map": 0.32}],   # 0.31 ± 0.014
-           "b": [{"map50": 0.5, "map": 0.32}, {"map50": 0.5, "map": 0.34}],   # +0.02, spreads add to 0.028
-           "c": [{"map50": 0.6, "map": 0.40}, {"map50": 0.6, "map": 0.41}]}   # +0.095: beyond the spread
-    rows = compare.summarise(["a", "b", "c"], cost, acc)
-    assert rows[0]["Δ mAP50-95"] == "baseline"
-    assert rows[1]["Δ mAP50-95"] == "+0.020 (within noise)"
-    assert rows[2]["Δ mAP50-95"] == "+0.095"
+    acc = {"a": [{"map50": 0.5, "map": 0.30}, {"map50": 0.5, "map": 0.32}],
+           "b": [{"map50": 0.5, "map": 0.32}, {"map50": 0.5, "map": 0.34}],
+           "c": [{"map50": 0.6, "map": 0.40}, {"map50": 0.6, "map": 0.41}]}
+
+    def diff(m, d, lo, hi):
+        return Difference(m, d, lo, hi, 0.01, 0.028)
+
+    diffs = {"b": {"mAP50": diff("mAP50", 0.0, -0.02, 0.02), "mAP50-95": diff("mAP50-95", 0.02, -0.004, 0.041)},
+             "c": {"mAP50": diff("mAP50", 0.1, 0.07, 0.13), "mAP50-95": diff("mAP50-95", -0.095, -0.12, -0.07)}}
+    rows = compare.summarise(["a", "b", "c"], cost, acc, diffs=diffs)
+    assert rows[0]["Δ mAP50-95 95% CI"] == "baseline" and rows[0]["verdict"] == "-"
+    assert rows[1]["Δ mAP50-95 95% CI"] == "+0.020 [-0.004, +0.041]"
+    assert rows[1]["verdict"] == "no detectable difference (±0.028)"  # the interval holds 0
+    assert rows[2]["verdict"] == "worse" and rows[2]["verdict mAP50"] == "better"
     assert rows[1]["mAP50-95"] == "0.330 ± 0.014"
-    # one seed: no spread, so no noise verdict
-    one = compare.summarise(["a", "c"], cost, {"a": acc["a"][:1], "c": acc["c"][:1]})
-    assert one[1]["Δ mAP50-95"] == "+0.100" and one[1]["mAP50-95"] == "0.400"
-    assert not math.isnan(float(one[1]["Δ mAP50-95"]))
+    assert not np.isnan(float(rows[2]["Δ mAP50 95% CI"].split()[0]))
+
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
@@ -298,7 +316,7 @@ def test_training_a_model_file_is_refused_before_any_work(name, synth, tmp_path,
                        "--project", str(tmp_path / "proj")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert str(f) in err[0] and "model file" in err[0] and "cost only" in err[0] and "without --epochs" in err[0]
+    assert str(f) in err[0] and "model file" in err[0] and "evaluates model files" in err[0] and "without --epochs" in err[0]
     assert "--cfg" in err[0] and "--weights" in err[0] and ".yaml" not in err[0] and "not found" not in err[0]
     assert not (tmp_path / "proj").exists()
 

@@ -100,17 +100,29 @@ def compute_ap(recall: np.ndarray, precision: np.ndarray,
     which caps even a perfect detector at AP 0.995; pass False to reproduce those figures
     exactly (the difference is at most 0.005 per class, and only for classes fully recalled).
     """
+    ap, mpre, mrec = compute_ap_columns(np.asarray(recall)[:, None], np.asarray(precision)[:, None],
+                                        credit_full_recall)
+    return float(ap[0]), mpre[:, 0], mrec[:, 0]
+
+
+def compute_ap_columns(recall: np.ndarray, precision: np.ndarray,
+                       credit_full_recall: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`compute_ap` of every column of `recall` and `precision` (n, k), e.g. one column per
+    IoU threshold. Returns AP (k,) and the envelopes' precision and recall points (n + 2, k)."""
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
-    mrec = np.concatenate(([0.0], recall, [1.0]))
-    mpre = np.concatenate(([1.0], precision, [0.0]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    k = recall.shape[1]
+    mrec = np.concatenate((np.zeros((1, k)), recall, np.ones((1, k))))
+    mpre = np.concatenate((np.ones((1, k)), precision, np.zeros((1, k))))
+    mpre = np.maximum.accumulate(mpre[::-1], axis=0)[::-1]
     grid = np.linspace(0.0, 1.0, 101)
-    sampled = np.interp(grid, mrec, mpre)
-    full = recall >= 1.0 - 1e-9
-    if credit_full_recall and full.any():
-        sampled[-1] = mpre[1:-1][full].max()
-    ap = float(np.trapezoid(sampled, grid))
+    ap = np.zeros(k)
+    for j in range(k):
+        sampled = np.interp(grid, mrec[:, j], mpre[:, j])
+        full = recall[:, j] >= 1.0 - 1e-9
+        if credit_full_recall and full.any():
+            sampled[-1] = mpre[1:-1, j][full].max()
+        ap[j] = np.trapezoid(sampled, grid)
     return ap, mpre, mrec
 
 
@@ -171,10 +183,8 @@ def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_
         # np.interp needs increasing x: walk the confidences from high to low as -conf
         r_curve[ci] = np.interp(-px, -conf[mine], recall[:, 0], left=0)
         p_curve[ci] = np.interp(-px, -conf[mine], precision[:, 0], left=1)
-        for j in range(n_iou):
-            ap[ci, j], mpre, mrec = compute_ap(recall[:, j], precision[:, j], credit_full_recall)
-            if j == 0:
-                pr_curve[ci] = np.interp(px, mrec, mpre)
+        ap[ci], mpre, mrec = compute_ap_columns(recall, precision, credit_full_recall)
+        pr_curve[ci] = np.interp(px, mrec[:, 0], mpre[:, 0])
 
     f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + eps)
     best = int(smooth(f1_curve.mean(0), f1_smoothing).argmax()) if nc else 0

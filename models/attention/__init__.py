@@ -9,6 +9,7 @@ so ``from models.common import CBAM`` works as in other YOLOv5 forks.
   LSK, LSKA, S2MLPv2
 - :mod:`.self_attention`: DA, CC, NonLocal, MHSA, DoubleAttention, CoT
 - :mod:`.c3`: ``C3<Name>`` for each of them (the block inside C3's bottlenecks)
+- :mod:`.control`: Control, C3Control: plain capacity controls of the same parameters (compare.py --control)
 - :mod:`._base`: :class:`AttentionBlock` (identity-start gate) and :func:`identity_start`
 
 Configs (``yolov5s_<Name>.yaml``, ``yolov5s_C3<Name>.yaml``, ``yolov5s_<Name>-replace.yaml``) are
@@ -16,6 +17,7 @@ generated into ``models/attention/configs`` by ``python models/attention/make_co
 """
 
 from models.attention import c3, channel, self_attention, spatial
+from models.attention import control as control  # Control, C3Control: compare.py --control
 from models.attention._base import AttentionBlock
 from models.attention._base import identity_start as identity_start  # the model-level helper
 from models.attention.c3 import *  # noqa: F403

@@ -1,0 +1,272 @@
+"""Statistics of a comparison: is model B's mAP on a validation set different from model A's?
+
+The difference in mAP50 and mAP50-95 between two detectors evaluated on the same images is
+given with a 95% confidence interval from a **paired bootstrap over validation images**: each
+resample draws as many images as the set holds, with replacement; both models are scored on
+the same resampled images; mAP is recomputed from the stored per-image match statistics
+(which detection matched which label, at each IoU threshold), never by running a model again.
+This is the bootstrap the PASCAL VOC challenge used to rank methods (M. Everingham, S. M. A.
+Eslami, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman, "The PASCAL Visual Object
+Classes Challenge: A Retrospective", IJCV 111(1), 2015, section 3.5), with mAP in place of AP.
+
+With several training seeds per model, each resample first draws the seeds of each model with
+replacement, then the images (shared by both models), and compares the seed-means: the
+interval then covers the spread between training runs as well as the choice of images. With
+only a few seeds that part of the spread is underestimated (a bootstrap over n seeds has a
+variance (n - 1) / n of the true one), so a verdict from 2-3 seeds is optimistic.
+
+The verdict comes from the interval alone: ``better`` (it lies above 0), ``worse`` (below 0) or
+``no detectable difference`` (it holds 0). The last is given with the smallest difference the
+comparison could have detected (:attr:`Difference.detectable`), so that "no detectable
+difference, ±0.05" is not read as "no effect".
+
+Resampled mAP equals :func:`utils.metrics.summarize` on the resampled image list exactly
+(a test checks it): an image drawn k times contributes its detections and labels k times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.metrics import EPS, compute_ap_columns
+
+METRICS = ("mAP50", "mAP50-95")
+Z_POWER = 0.8416212335729143  # standard normal quantile at 0.80: detectable = (z_level + Z_POWER) * SE
+
+
+@dataclass(frozen=True)
+class MatchStats:
+    """Per-image match statistics of one model on one set of images (what val.py computes).
+
+    Arrays: ``tp`` (n_det, n_iou) bool, true positive at each IoU threshold; ``conf`` (n_det,)
+    float32 confidence; ``pred_cls`` (n_det,) int class; ``det_image`` (n_det,) int index into
+    ``images``; ``target_cls`` (n_lab,) int class of every label; ``lab_image`` (n_lab,) int.
+    ``images``: the image paths, the key that pairs two models' statistics.
+    """
+
+    images: tuple[str, ...]
+    tp: np.ndarray
+    conf: np.ndarray
+    pred_cls: np.ndarray
+    det_image: np.ndarray
+    target_cls: np.ndarray
+    lab_image: np.ndarray
+
+    @classmethod
+    def from_val(cls, per_image: list[tuple]) -> MatchStats:
+        """From val.py's ``per_image`` list: ``(path, correct (n, n_iou), conf (n,), pred_cls (n,),
+        target_cls (m,))`` per image, tensors or arrays."""
+        def arr(x) -> np.ndarray:
+            return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+        n_iou = next((arr(r[1]).shape[1] for r in per_image if arr(r[1]).ndim == 2), 10)
+        tp = [arr(r[1]).reshape(-1, n_iou).astype(bool) for r in per_image]
+        labs = [arr(r[4]).reshape(-1) for r in per_image]
+        return cls(
+            images=tuple(str(r[0]) for r in per_image),
+            tp=np.concatenate(tp) if tp else np.zeros((0, n_iou), bool),
+            conf=np.concatenate([arr(r[2]).reshape(-1) for r in per_image]).astype(np.float32) if per_image
+            else np.zeros(0, np.float32),
+            pred_cls=np.concatenate([arr(r[3]).reshape(-1) for r in per_image]).astype(np.int32) if per_image
+            else np.zeros(0, np.int32),
+            det_image=np.repeat(np.arange(len(tp), dtype=np.int32), [len(t) for t in tp]),
+            target_cls=np.concatenate(labs).astype(np.int32) if labs else np.zeros(0, np.int32),
+            lab_image=np.repeat(np.arange(len(labs), dtype=np.int32), [len(x) for x in labs]),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a compressed ``.npz`` (images as a string array); returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:  # a file object: numpy would append .npz to a name without it
+            np.savez_compressed(f, images=np.array(self.images, dtype=str), tp=self.tp, conf=self.conf,
+                                pred_cls=self.pred_cls, det_image=self.det_image, target_cls=self.target_cls,
+                                lab_image=self.lab_image)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> MatchStats:
+        """Read a file written by :meth:`save`. ValueError naming the file when it is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(images=tuple(str(s) for s in z["images"]), tp=z["tp"], conf=z["conf"],
+                           pred_cls=z["pred_cls"], det_image=z["det_image"], target_cls=z["target_cls"],
+                           lab_image=z["lab_image"])
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"{path}: not a match-statistics file ({type(e).__name__}: {e})") from None
+
+    def reordered(self, images: tuple[str, ...]) -> MatchStats:
+        """The same statistics with images in the order of `images` (another model's list).
+
+        ValueError when the two lists are not the same set of images: a paired comparison needs
+        both models scored on the same validation images."""
+        if images == self.images:
+            return self
+        pos = {p: i for i, p in enumerate(self.images)}
+        missing = [p for p in images if p not in pos]
+        if missing or len(images) != len(self.images):
+            raise ValueError(f"the two models were validated on different images ({len(self.images)} and "
+                             f"{len(images)} images, e.g. {missing[:1] or list(set(self.images) - set(images))[:1]}): "
+                             "a paired comparison needs the same validation set")
+        new = np.array([pos[p] for p in images])  # new index -> old index
+        old_to_new = np.empty_like(new)
+        old_to_new[new] = np.arange(len(new))
+        return MatchStats(images, self.tp, self.conf, self.pred_cls, old_to_new[self.det_image].astype(np.int32),
+                          self.target_cls, old_to_new[self.lab_image].astype(np.int32))
+
+
+class _Scorer:
+    """mAP50 and mAP50-95 of one :class:`MatchStats` for any image weighting (counts per image).
+
+    Detections are sorted by confidence once, as :func:`utils.metrics.ap_per_class` sorts them
+    (stable, over all detections); a resample repeats each detection as often as its image was
+    drawn, which is what that function would see on the resampled image list."""
+
+    def __init__(self, s: MatchStats):
+        order = np.argsort(-s.conf.astype(np.float64), kind="stable")
+        self.n_images = len(s.images)
+        self.classes = np.unique(s.target_cls)
+        self.per_class = []
+        for c in self.classes:
+            idx = order[s.pred_cls[order] == c]
+            n_lab = np.bincount(s.lab_image[s.target_cls == c], minlength=self.n_images)
+            self.per_class.append((s.tp[idx].astype(np.float64), s.det_image[idx], n_lab))
+
+    def maps(self, counts: np.ndarray) -> tuple[float, float]:
+        """(mAP50, mAP50-95) with image i counted ``counts[i]`` times (ones: the plain mAP)."""
+        aps = []
+        for tp, img, n_lab in self.per_class:
+            n_gt = float(counts @ n_lab)
+            if n_gt == 0:
+                continue  # the class has no label in this resample: left out, as ap_per_class does
+            reps = counts[img]
+            tp = np.repeat(tp, reps, axis=0) if len(tp) else tp
+            if not len(tp):
+                aps.append(np.zeros(tp.shape[1]))
+                continue
+            tpc = tp.cumsum(0)
+            recall = tpc / (n_gt + EPS)
+            precision = tpc / np.arange(1, len(tp) + 1, dtype=np.float64)[:, None]
+            aps.append(compute_ap_columns(recall, precision)[0])
+        if not aps:
+            return 0.0, 0.0
+        ap = np.stack(aps)
+        return float(ap[:, 0].mean()), float(ap.mean())
+
+
+def image_resamples(n_images: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n_images) int counts: how often each image is drawn in each bootstrap resample
+    of `n_images` images with replacement."""
+    draws = rng.integers(0, n_images, size=(n_boot, n_images))
+    return np.stack([np.bincount(d, minlength=n_images) for d in draws])
+
+
+def resampled_maps(stats: MatchStats, counts: np.ndarray) -> np.ndarray:
+    """(n_boot, 2) mAP50 and mAP50-95 of `stats` on each resample of `counts` (n_boot, n_images)."""
+    scorer = _Scorer(stats)
+    return np.array([scorer.maps(c) for c in counts]).reshape(len(counts), 2)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One metric's difference, config minus baseline, with its bootstrap interval.
+
+    ``delta``: on the full validation set, mean over seeds; ``low``, ``high``: the interval at
+    ``level``; ``se``: the bootstrap standard error; ``detectable``: the smallest true difference
+    this comparison would call better or worse with 80% probability, (z + 0.84) x se."""
+
+    metric: str
+    delta: float
+    low: float
+    high: float
+    se: float
+    detectable: float
+    level: float = 0.95
+
+    @property
+    def verdict(self) -> str:
+        """``better``, ``worse`` or ``no detectable difference``: from the interval alone."""
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "no detectable difference"
+
+    def interval(self, digits: int = 3) -> str:
+        """``[low, high]`` rounded to `digits`."""
+        return f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
+    def describe(self, digits: int = 3) -> str:
+        """The verdict; a ``no detectable difference`` carries the detectable size (``±0.021``)."""
+        v = self.verdict
+        return f"{v} (±{self.detectable:.{digits}f})" if v == "no detectable difference" else v
+
+
+def _seed_means(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, 2) mean over seeds drawn with replacement, one draw per resample; `maps` is
+    (n_seeds, n_boot, 2). A single seed is taken as it is."""
+    n_seeds, n_boot = maps.shape[:2]
+    if n_seeds == 1:
+        return maps[0]
+    pick = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    return maps[pick, np.arange(n_boot)[:, None]].mean(1)
+
+
+def compare(baseline: list[MatchStats], other: list[MatchStats], n_boot: int = 1000, seed: int = 0,
+            level: float = 0.95) -> dict[str, Difference]:
+    """Paired bootstrap of mAP50 and mAP50-95, `other` minus `baseline` (one MatchStats per seed).
+
+    Deterministic for a given `seed`. Returns ``{"mAP50": Difference, "mAP50-95": Difference}``.
+    ValueError when a list is empty, `n_boot` < 2, `level` is not in (0, 1) or the runs were
+    validated on different images.
+    """
+    return compare_many(baseline, {"other": other}, n_boot, seed, level)["other"]
+
+
+def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]], n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, dict[str, Difference]]:
+    """:func:`compare` for several configs against one baseline, all on the same image resamples
+    (the baseline is scored once). Returns ``{name: {"mAP50": Difference, "mAP50-95": Difference}}``."""
+    if not baseline or any(not v for v in others.values()):
+        raise ValueError("every model needs the match statistics of at least one run")
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"n_boot must be >= 2 and level in (0, 1), got {n_boot} and {level}")
+    images = baseline[0].images
+    rng = np.random.default_rng(seed)
+    counts = image_resamples(len(images), n_boot, rng)
+    ones = np.ones(len(images), dtype=np.int64)
+
+    def score(runs: list[MatchStats]) -> tuple[np.ndarray, np.ndarray]:
+        runs = [r.reordered(images) for r in runs]
+        full = np.array([_Scorer(r).maps(ones) for r in runs]).mean(0)
+        return full, np.stack([resampled_maps(r, counts) for r in runs])
+
+    base_full, base_boot = score(baseline)
+    z = _normal_quantile(0.5 + level / 2)
+    out = {}
+    for name, runs in others.items():
+        full, boot = score(runs)
+        seed_rng = np.random.default_rng([seed, len(out) + 1])  # seed draws: fixed per config, whatever the order
+        d = _seed_means(boot, seed_rng) - _seed_means(base_boot, seed_rng)
+        lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2], axis=0)
+        se = d.std(0, ddof=1)
+        out[name] = {m: Difference(m, float(full[k] - base_full[k]), float(lo[k]), float(hi[k]), float(se[k]),
+                                   float((z + Z_POWER) * se[k]), level) for k, m in enumerate(METRICS)}
+    return out
+
+
+def _normal_quantile(p: float) -> float:
+    """Standard normal quantile (scipy's ndtri)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
+
+
+def mean_map(runs: list[MatchStats]) -> tuple[float, float]:
+    """(mAP50, mAP50-95) on the full image set, mean over runs."""
+    vals = [_Scorer(r).maps(np.ones(len(r.images), dtype=np.int64)) for r in runs]
+    return tuple(float(v) for v in np.mean(vals, 0)) if vals else (math.nan, math.nan)
