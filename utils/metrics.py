@@ -21,6 +21,7 @@ import torch
 from utils.boxes import box_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+_AP_GRID = np.linspace(0.0, 1.0, 101)  # recall values AP is sampled at
 EPS = 1e-16
 
 
@@ -115,14 +116,13 @@ def compute_ap_columns(recall: np.ndarray, precision: np.ndarray,
     mrec = np.concatenate((np.zeros((1, k)), recall, np.ones((1, k))))
     mpre = np.concatenate((np.ones((1, k)), precision, np.zeros((1, k))))
     mpre = np.maximum.accumulate(mpre[::-1], axis=0)[::-1]
-    grid = np.linspace(0.0, 1.0, 101)
-    ap = np.zeros(k)
-    for j in range(k):
-        sampled = np.interp(grid, mrec[:, j], mpre[:, j])
-        full = recall[:, j] >= 1.0 - 1e-9
-        if credit_full_recall and full.any():
-            sampled[-1] = mpre[1:-1, j][full].max()
-        ap[j] = np.trapezoid(sampled, grid)
+    sampled = np.stack([np.interp(_AP_GRID, mrec[:, j], mpre[:, j]) for j in range(k)])  # (k, 101)
+    if credit_full_recall:
+        full = recall >= 1.0 - 1e-9
+        for j in np.flatnonzero(full.any(0)):
+            sampled[j, -1] = mpre[1:-1, j][full[:, j]].max()
+    # the trapezoid rule on the uniform grid: (sum - (first + last) / 2) * step
+    ap = (sampled.sum(1) - 0.5 * (sampled[:, 0] + sampled[:, -1])) * (_AP_GRID[1] - _AP_GRID[0])
     return ap, mpre, mrec
 
 

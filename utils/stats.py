@@ -120,42 +120,92 @@ class MatchStats:
 
 
 class _Scorer:
-    """mAP50 and mAP50-95 of one :class:`MatchStats` for any image weighting (counts per image).
+    """mAP50 and mAP50-95 of one :class:`MatchStats` for many image weightings at once.
 
-    Detections are sorted by confidence once, as :func:`utils.metrics.ap_per_class` sorts them
-    (stable, over all detections); a resample repeats each detection as often as its image was
-    drawn, which is what that function would see on the resampled image list."""
+    A resample that draws image i k times holds k copies of each of its detections; sorted by
+    confidence (stable, as :func:`utils.metrics.ap_per_class` sorts), the copies are adjacent.
+    AP depends on the precision/recall points only through the envelope and its linear
+    interpolation at 101 recall values, and of the points sharing a recall only the first and
+    the last enter it; inside a run of copies of one true positive the envelope is flat. So
+    per IoU threshold it is enough to keep, for every true positive, its first and last copy
+    and the last point before the next true positive (3 points instead of one per detection),
+    which gives the same floating-point AP as recomputing it on the expanded list (a test
+    checks it) at a cost that grows with the number of true positives, not of detections."""
+
+    MAX_CELLS = 20_000_000  # detections x resamples of one class held at once (160 MB of float64)
 
     def __init__(self, s: MatchStats):
         order = np.argsort(-s.conf.astype(np.float64), kind="stable")
         self.n_images = len(s.images)
-        self.classes = np.unique(s.target_cls)
-        self.per_class = []
-        for c in self.classes:
-            idx = order[s.pred_cls[order] == c]
-            n_lab = np.bincount(s.lab_image[s.target_cls == c], minlength=self.n_images)
-            self.per_class.append((s.tp[idx].astype(np.float64), s.det_image[idx], n_lab))
+        self.n_iou = s.tp.shape[1]
+        self.per_class = [self._class_tables(s, order, c) for c in np.unique(s.target_cls)]
 
-    def maps(self, counts: np.ndarray) -> tuple[float, float]:
-        """(mAP50, mAP50-95) with image i counted ``counts[i]`` times (ones: the plain mAP)."""
-        aps = []
-        for tp, img, n_lab in self.per_class:
-            n_gt = float(counts @ n_lab)
-            if n_gt == 0:
-                continue  # the class has no label in this resample: left out, as ap_per_class does
-            reps = counts[img]
-            tp = np.repeat(tp, reps, axis=0) if len(tp) else tp
-            if not len(tp):
-                aps.append(np.zeros(tp.shape[1]))
-                continue
-            tpc = tp.cumsum(0)
-            recall = tpc / (n_gt + EPS)
-            precision = tpc / np.arange(1, len(tp) + 1, dtype=np.float64)[:, None]
-            aps.append(compute_ap_columns(recall, precision)[0])
-        if not aps:
-            return 0.0, 0.0
-        ap = np.stack(aps)
-        return float(ap[:, 0].mean()), float(ap.mean())
+    def _class_tables(self, s: MatchStats, order: np.ndarray, c: int) -> tuple:
+        """For class `c`: labels per image (n_images,); the image of each of its detections in confidence
+        order; the positions holding a true positive at any threshold, U; per threshold, which of U are
+        its true positives."""
+        idx = order[s.pred_cls[order] == c]
+        tp = s.tp[idx]
+        n_lab = np.bincount(s.lab_image[s.target_cls == c], minlength=self.n_images).astype(np.float64)
+        u = np.flatnonzero(tp.any(1))
+        return n_lab, s.det_image[idx], u, [np.flatnonzero(tp[u, j]) for j in range(self.n_iou)]
+
+    def maps(self, counts: np.ndarray) -> np.ndarray:
+        """(n_resamples, 2) mAP50 and mAP50-95 with image i counted ``counts[b, i]`` times in resample b
+        (a row of ones: the plain mAP). `counts`: (n_resamples, n_images) or (n_images,)."""
+        counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+        n_det = max((len(img) for _, img, _, _ in self.per_class), default=1)
+        step = max(1, self.MAX_CELLS // max(n_det, 1))  # (detections x resamples) held at once
+        return np.concatenate([self._maps(counts[k:k + step]) for k in range(0, len(counts), step)])
+
+    def _maps(self, counts: np.ndarray) -> np.ndarray:
+        n_boot = len(counts)
+        ap_sum, n_cls = np.zeros((n_boot, self.n_iou)), np.zeros(n_boot)
+        for n_lab, img, u, columns in self.per_class:
+            n_gt = counts @ n_lab  # (B,) labels of the class in each resample
+            present = n_gt > 0  # a class without labels in a resample is left out, as ap_per_class does
+            w = counts.T[img]  # (n, B) copies of each detection; detections first: a fast cumsum
+            cum = w.cumsum(0)
+            w_u = w[u].T  # (B, U) copies of each true positive
+            before_u = (cum[u] - w[u]).T  # (B, U) detections ranked above it, copies counted
+            total = cum[-1] if len(cum) else np.zeros(n_boot)
+            for j, cols in enumerate(columns):
+                if len(cols):
+                    ap = _ap_from_true_positives(w_u[:, cols], before_u[:, cols], total, n_gt)
+                    ap_sum[:, j] += np.where(present, ap, 0.0)
+            n_cls += present
+        ap = ap_sum / np.maximum(n_cls, 1)[:, None]
+        return np.stack((ap[:, 0], ap.mean(1)), 1)
+
+
+def _ap_from_true_positives(wt: np.ndarray, before: np.ndarray, total: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
+    """AP (B,) of one class at one IoU threshold from its true positives alone.
+
+    `wt` (B, m): copies of each true positive (in confidence order); `before` (B, m): detections
+    (copies counted) ranked above it; `total` (B,): all detections; `n_gt` (B,): labels. The
+    curve's points, each (true positives so far, detections so far): the last one before the
+    first true positive, then per true positive its first copy, its last copy and the last
+    point before the next one (or the end). A true positive with no copies gives three points
+    inside the run before it, which change nothing."""
+    t_before = wt.cumsum(1) - wt
+    one = np.minimum(wt, 1.0)
+    after = np.concatenate((before[:, 1:], total[:, None]), 1)
+    t = np.stack((t_before + one, t_before + wt, t_before + wt), 2).reshape(len(wt), -1)
+    n = np.stack((before + one, before + wt, after), 2).reshape(len(wt), -1)
+    t = np.concatenate((np.zeros((len(wt), 1)), t), 1)
+    n = np.concatenate((before[:, :1], n), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(n > 0, t / n, 1.0)  # 0 detections so far: the curve's opening point, precision 1
+    recall = t / (n_gt[:, None] + EPS)
+    return ap_of_curves(recall, precision)
+
+
+def ap_of_curves(recall: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """:func:`utils.metrics.compute_ap` (with full-recall credit) of every row of `recall` and
+    `precision` (B, n): AP (B,)."""
+    b = len(recall)
+    ap, _, _ = compute_ap_columns(recall.T, precision.T) if b else (np.zeros(0), None, None)
+    return ap
 
 
 def image_resamples(n_images: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -167,8 +217,7 @@ def image_resamples(n_images: int, n_boot: int, rng: np.random.Generator) -> np.
 
 def resampled_maps(stats: MatchStats, counts: np.ndarray) -> np.ndarray:
     """(n_boot, 2) mAP50 and mAP50-95 of `stats` on each resample of `counts` (n_boot, n_images)."""
-    scorer = _Scorer(stats)
-    return np.array([scorer.maps(c) for c in counts]).reshape(len(counts), 2)
+    return _Scorer(stats).maps(counts)
 
 
 @dataclass(frozen=True)
@@ -242,7 +291,7 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
 
     def score(runs: list[MatchStats]) -> tuple[np.ndarray, np.ndarray]:
         runs = [r.reordered(images) for r in runs]
-        full = np.array([_Scorer(r).maps(ones) for r in runs]).mean(0)
+        full = np.array([_Scorer(r).maps(ones)[0] for r in runs]).mean(0)
         return full, np.stack([resampled_maps(r, counts) for r in runs])
 
     base_full, base_boot = score(baseline)
@@ -268,5 +317,5 @@ def _normal_quantile(p: float) -> float:
 
 def mean_map(runs: list[MatchStats]) -> tuple[float, float]:
     """(mAP50, mAP50-95) on the full image set, mean over runs."""
-    vals = [_Scorer(r).maps(np.ones(len(r.images), dtype=np.int64)) for r in runs]
+    vals = [_Scorer(r).maps(np.ones(len(r.images)))[0] for r in runs]
     return tuple(float(v) for v in np.mean(vals, 0)) if vals else (math.nan, math.nan)

@@ -1,0 +1,128 @@
+"""utils/stats.py on known answers: resampled mAP equals val's mAP on the resampled images, a model
+against itself, a simulated difference whose 95% interval must cover it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.metrics import summarize
+from utils.stats import Difference, MatchStats, compare, image_resamples, mean_map, resampled_maps
+
+IOU = np.linspace(0.5, 0.95, 10)
+
+
+def simulated_images(rng: np.random.Generator, n: int, recalls: tuple[float, ...], n_cls: int = 3,
+                     fp_rate: float = 1.0) -> list[list[tuple]]:
+    """Per model (one per entry of `recalls`), val.py-style per-image rows on the same `n` labelled images:
+    each label is found with the model's recall at a random localisation quality, plus Poisson false alarms."""
+    out = [[] for _ in recalls]
+    for i in range(n):
+        tcls = rng.integers(0, n_cls, rng.integers(1, 4))
+        for rows, recall in zip(out, recalls):
+            tp, conf, pcls = [], [], []
+            for c in tcls:
+                if rng.random() < recall:
+                    tp.append(IOU <= 0.5 + 0.5 * rng.random())
+                    conf.append(rng.beta(5, 2))
+                    pcls.append(c)
+            for _ in range(rng.poisson(fp_rate)):
+                tp.append(np.zeros(10, bool))
+                conf.append(rng.beta(2, 5))
+                pcls.append(rng.integers(0, n_cls))
+            rows.append((f"im{i}.jpg", np.array(tp, bool).reshape(-1, 10), np.array(conf, np.float32),
+                         np.array(pcls), tcls))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_models():
+    a, b = simulated_images(np.random.default_rng(0), 120, (0.85, 0.7))
+    return a, b
+
+
+def test_plain_map_equals_val(two_models):
+    rows = two_models[0]
+    s = summarize([r[1:] for r in rows], 3)
+    assert mean_map([MatchStats.from_val(rows)]) == pytest.approx((s.map50, s.map), abs=1e-12)
+
+
+def test_resampled_map_equals_val_on_the_resampled_images(two_models):
+    rows = two_models[1]
+    stats = MatchStats.from_val(rows)
+    counts = image_resamples(len(rows), 5, np.random.default_rng(3))
+    got = resampled_maps(stats, counts)
+    for c, (m50, m) in zip(counts, got):
+        drawn = [rows[i][1:] for i in range(len(rows)) for _ in range(c[i])]  # image i drawn c[i] times
+        s = summarize(drawn, 3)
+        assert (m50, m) == pytest.approx((s.map50, s.map), abs=1e-12)
+
+
+def test_a_model_against_itself_is_no_detectable_difference(two_models):
+    s = MatchStats.from_val(two_models[0])
+    d = compare([s], [s], n_boot=200)
+    for m in ("mAP50", "mAP50-95"):
+        assert d[m].delta == 0.0 and d[m].low <= 0 <= d[m].high
+        assert d[m].verdict == "no detectable difference"
+
+
+def test_a_clearly_worse_model_is_worse_and_deterministic(two_models):
+    a, b = (MatchStats.from_val(r) for r in two_models)
+    d = compare([a], [b], n_boot=300, seed=1)
+    assert d["mAP50"].delta < 0 and d["mAP50"].high < 0 and d["mAP50"].verdict == "worse"
+    assert compare([a], [b], n_boot=300, seed=1) == d  # the same bootstrap seed, the same interval
+    assert compare([b], [a], n_boot=300, seed=1)["mAP50"].verdict == "better"
+    assert compare([a], [b], n_boot=300, seed=2)["mAP50"].low != d["mAP50"].low
+
+
+def test_detectable_size_and_description():
+    d = Difference("mAP50-95", 0.004, -0.01, 0.018, 0.007, 0.0196)
+    assert d.verdict == "no detectable difference" and d.describe() == "no detectable difference (±0.020)"
+    assert d.interval() == "[-0.010, +0.018]"
+    assert Difference("mAP50", 0.03, 0.01, 0.05, 0.01, 0.028).describe() == "better"
+
+
+def test_images_are_paired_by_path_whatever_their_order(two_models, tmp_path):
+    a, b = two_models
+    sa = MatchStats.from_val(a)
+    shuffled = MatchStats.from_val(b[::-1])
+    assert compare([sa], [shuffled], n_boot=50) == compare([sa], [MatchStats.from_val(b)], n_boot=50)
+    back = MatchStats.load(sa.save(tmp_path / "s.npz"))
+    assert back.images == sa.images and np.array_equal(back.tp, sa.tp) and np.array_equal(back.conf, sa.conf)
+    with pytest.raises(ValueError, match="different images"):
+        compare([sa], [MatchStats.from_val(b[:-1])], n_boot=10)
+    with pytest.raises(ValueError, match="not a match-statistics file"):
+        MatchStats.load(tmp_path / "missing.npz")
+
+
+def test_several_seeds_compare_seed_means():
+    """Three training seeds per model, scored on the same images: Δ is the difference of the seed means,
+    and resampling the seeds too widens the interval over a comparison of one seed each."""
+    rows = simulated_images(np.random.default_rng(7), 150, (0.8, 0.75, 0.85, 0.8, 0.7, 0.78))
+    runs = [MatchStats.from_val(r) for r in rows]
+    base, other = runs[:3], runs[3:]
+    d = compare(base, other, n_boot=300)["mAP50"]
+    assert d.delta == pytest.approx(mean_map(other)[0] - mean_map(base)[0], abs=1e-12)
+    one = compare(base[:1], other[:1], n_boot=300)["mAP50"]
+    assert d.high - d.low > one.high - one.low
+    same = compare(base, base[::-1], n_boot=300)["mAP50"]  # the same runs in another order
+    assert same.delta == pytest.approx(0.0, abs=1e-12) and same.verdict == "no detectable difference"
+
+
+def test_coverage_of_a_known_difference():
+    """The 95% interval covers the true difference in at least 90% of 200 simulated val sets of 100 images.
+    The truth is the difference on 20000 images drawn the same way."""
+    rng = np.random.default_rng(1)
+
+    def draw(n: int) -> tuple[MatchStats, MatchStats]:
+        a, b = simulated_images(rng, n, (0.85, 0.75), n_cls=1)
+        return MatchStats.from_val(a), MatchStats.from_val(b)
+
+    big_a, big_b = draw(20000)
+    truth = np.subtract(mean_map([big_b]), mean_map([big_a]))
+    hits = np.zeros(2)
+    for k in range(200):
+        a, b = draw(100)
+        d = compare([a], [b], n_boot=100, seed=k)
+        hits += [d[m].low <= truth[i] <= d[m].high for i, m in enumerate(("mAP50", "mAP50-95"))]
+    assert (hits / 200 >= 0.90).all(), hits / 200
