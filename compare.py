@@ -44,7 +44,9 @@ if str(ROOT) not in sys.path:
 
 from models.transfer import require_same_scale  # noqa: E402
 from utils.cli import image_size, positive_int  # noqa: E402
+from utils.grid import Job, LocalLedger, StorageLedger, work_through  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
+from utils.rdb import require_driver  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
 TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
@@ -469,8 +471,9 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
 def run(cfg: list[str], data: str | None = None, weights: str | None = None, imgsz: int = 640, epochs: int = 0,
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
-        name: str = "exp", no_identity_start: bool = False, noval: bool = False) -> dict:
-    """Measure every config (see the module docstring); returns the rows and output paths."""
+        name: str = "exp", no_identity_start: bool = False, noval: bool = False, storage: str | None = None) -> dict:
+    """Measure every config (see the module docstring); returns the rows and output paths. `storage`:
+    an Optuna RDB URL through which several processes share the training runs (utils/grid.py)."""
     cfgs = expand_cfgs(cfg)
     if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
         from models.yolo import refuse_model_file
@@ -479,6 +482,10 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
             refuse_model_file(c, hint="compare.py measures model files for cost only (run it without --epochs).")
     if epochs > 0 and not data:
         raise ValueError("training runs (--epochs > 0) need --data")
+    if storage and epochs <= 0:
+        raise ValueError("--storage shares training runs between processes: it needs --epochs > 0")
+    if storage:  # a missing database driver is named before any work
+        require_driver(storage, "--storage")
     if epochs > 0 and weights:  # weights of another scale transfer almost nothing: no fair comparison
         require_same_scale(weights, cfgs)
     nc_from = nc_source(nc, data)
@@ -504,6 +511,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     cost: dict[str, dict] = {}
     acc: dict[str, list[dict]] = {}
     cost_progress, train_progress = Progress(len(cfgs)), Progress(len(cfgs) * seeds if epochs > 0 else 0)
+    jobs: list[Job] = []
     for c in cfgs:
         key = run_key("cost", c, cost_settings)
         step = cost_progress.next()
@@ -520,21 +528,16 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
             LOGGER.warning(f"WARNING: {names[c]}: {cost[c]['cpu_ms'] / 1e3:.1f} s per forward pass at {imgsz} "
                            f"on {threads} CPU thread(s): slow (over {SLOW_FORWARD_MS / 1e3:g} s); its training and "
                            "inference will be slow too")
-        if epochs > 0:
-            for seed in range(seeds):
-                key = run_key("train", c, train_settings, seed)
-                step = train_progress.next()
-                if key in done:
-                    LOGGER.info(f"{step} {names[c]} seed {seed}: already trained, skipped")
-                    res = done[key]["result"]
-                else:
-                    LOGGER.info(f"{step} {names[c]} seed {seed}: training {epochs} epochs ...")
-                    t0 = time.perf_counter()
-                    res = train_once(c, seed, opt, out / "train", label=names[c])
-                    train_progress.done(time.perf_counter() - t0)
-                    append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed,
-                                      "settings": train_settings, "result": res})
-                acc.setdefault(c, []).append(res)
+        jobs += [Job(run_key("train", c, train_settings, seed), label=f"{names[c]} seed {seed}",
+                     record={"kind": "train", "cfg": c, "seed": seed, "settings": train_settings})
+                 for seed in range(seeds if epochs > 0 else 0)]
+    ledger = (StorageLedger(storage, f"compare/{name}", jobs) if storage else LocalLedger(log, done, append_done))
+    trained, missing = work_through(ledger, jobs, lambda j: train_once(j.record["cfg"], j.record["seed"], opt,
+                                                                      out / "train", label=names[j.record["cfg"]]),
+                                    train_progress)
+    for j in jobs:  # in config and seed order, whichever process trained them
+        if j.key in trained:
+            acc.setdefault(j.record["cfg"], []).append(trained[j.key])
 
     rows = summarise(cfgs, cost, acc, imgsz, names)
     note = cost_note(rows, imgsz, runs, threads)
@@ -544,6 +547,9 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
                  " std(baseline). gate = mean |gate| of the attention blocks after training (0: still the identity"
                  " they start as when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal"
                  " the gate times their own residual scale, also 0 at the start).")
+    if missing:
+        note += (" Missing training runs (failed; see the log of the process that ran them): "
+                 + ", ".join(j.label for j in missing) + ".")
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out, names)
     LOGGER.info("\n" + table(rows))
@@ -587,6 +593,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-identity-start", action="store_true",
                    help="blocks inserted into pretrained --weights start as in their papers (train.py's flag)")
     p.add_argument("--noval", action="store_true", help="training runs validate after their final epoch only")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB URL (postgresql://..., mysql+pymysql://..., sqlite:///...) shared by several "
+                        "compare.py processes with the same arguments: each training run is trained by one of them")
     return p.parse_args(argv)
 
 
