@@ -215,7 +215,9 @@ def test_compare_two_processes_share_one_grid(synth, tmp_path, pg_url):
     trained = [ln for x in logs for ln in x.splitlines() if ln.endswith(": training ...")]
     assert len(trained) == 4 and all(sum(f"] {lb}: training" in ln for ln in trained) == 1 for lb in labels)
     trials = optuna.load_study(study_name="compare/grid", storage=pg_url).get_trials()
-    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 4
+    # PRUNED: copies of a run enqueued by both processes at once, never trained
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    trials = [t for t in trials if t.state.name == "COMPLETE"]
     assert sorted(t.user_attrs["label"] for t in trials) == sorted(labels)
     a, b = (_rows(tmp_path / w / "grid" / "results.csv") for w in ("A", "B"))
     same = ["config", "params", "GFLOPs", "seeds", "mAP50", "mAP50-95", "gate", "Δ mAP50-95"]

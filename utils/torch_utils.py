@@ -40,7 +40,7 @@ def thop_flops(model: nn.Module, img_size: int | tuple[int, int] = 640, ch: int 
     import thop
 
     im = _dummy_input(model, img_size, ch)
-    macs = thop.profile(copy.deepcopy(model).float().eval(), inputs=(im,), verbose=False)[0]
+    macs = thop.profile_origin(copy.deepcopy(model).float().eval(), inputs=(im,), verbose=False)[0]
     return macs * 2 / 1e9
 
 
