@@ -20,6 +20,11 @@ finished measurement. Running the same command again skips what runs.jsonl alrea
 measurement is announced as k/N with an estimate of the time left (from the measurements
 made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
 
+With --storage URL (an Optuna RDB URL such as postgresql://user:pw@host/db), several compare.py
+processes given the same arguments share the training runs: each run is trained by one of them,
+a dead process's run is retried once by another, and each prints the table from the storage
+(utils/grid.py).
+
 Model files are measured for cost only; with --epochs they are refused before any work. Configs
 of one file name from different folders are named by their folder (`A/my`, runs `A_my_seed0`).
 """
