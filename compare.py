@@ -32,6 +32,11 @@ holds (same config and settings), so an interrupted comparison resumes where it 
 measurement is announced as k/N with an estimate of the time left (from the measurements
 made so far); a config whose forward pass takes over SLOW_FORWARD_MS is flagged.
 
+With --storage URL (an Optuna RDB URL such as postgresql://user:pw@host/db), several compare.py
+processes given the same arguments share the training runs: each run is trained by one of them,
+a dead process's run is retried once by another, and each prints the table from the storage
+(utils/grid.py).
+
 Model files are measured for cost, and with --data evaluated on its val split; with --epochs they
 are refused before any work. Configs of one file name from different folders are named by
 their folder (`A/my`, runs `A_my_seed0`).
@@ -57,7 +62,9 @@ if str(ROOT) not in sys.path:
 
 from models.transfer import require_same_scale  # noqa: E402
 from utils.cli import image_size, positive_int  # noqa: E402
+from utils.grid import Job, LocalLedger, StorageLedger, work_through  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
+from utils.rdb import require_driver  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
 TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
@@ -539,10 +546,11 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
         name: str = "exp", no_identity_start: bool = False, noval: bool = False, control: bool = False,
-        bootstrap: int = 1000) -> dict:
-    """Measure every config (see the module docstring); returns the rows and output paths."""
+        bootstrap: int = 1000, storage: str | None = None) -> dict:
+    """Measure every config (see the module docstring); returns the rows and output paths. `storage`:
+    an Optuna RDB URL through which several processes share the training runs (utils/grid.py)."""
     cfgs = expand_cfgs(cfg)
-    evaluate_files = _check_request(cfgs, data, weights, epochs, control)
+    evaluate_files = _check_request(cfgs, data, weights, epochs, control, storage)
     out = Path(project) / name
     out.mkdir(parents=True, exist_ok=True)
     if control:
@@ -576,28 +584,43 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     acc: dict[str, list[dict]] = {}
     cost_progress = Progress(len(cfgs))
     train_progress = Progress(len(cfgs) * seeds if epochs > 0 else len(cfgs) if evaluate_files else 0)
+    jobs: list[Job] = []
     for c in cfgs:
         cost[c] = _cost(c, names[c], cost_settings, done, log, cost_progress, nc_from)
-        if epochs > 0:
-            for seed in range(seeds):
-                res = _train(c, names[c], seed, opt, train_settings, done, log, train_progress, out)
-                last = Path(res["results_csv"]).parent / "weights" / "last.pt"
-                res = {**res, **_evaluate(last, f"{names[c]} seed {seed}", opt, eval_settings, done, log,
-                                          last.parent.parent / "val_last")}
-                acc.setdefault(c, []).append(res)
-        elif evaluate_files:
+        jobs += [Job(run_key("train", c, train_settings, seed), label=f"{names[c]} seed {seed}",
+                     record={"kind": "train", "cfg": c, "seed": seed, "settings": train_settings})
+                 for seed in range(seeds if epochs > 0 else 0)]
+        if evaluate_files:
             step = train_progress.next()
             LOGGER.info(f"{step} {names[c]}: evaluating on the val split of {Path(data).name} ...")
             t0 = time.perf_counter()
             res = _evaluate(c, names[c], opt, eval_settings, done, log, out / "eval" / names[c].replace("/", "_"))
             train_progress.done(time.perf_counter() - t0)
             acc[c] = [{**res, "gate": mean_gate(c) if format_of(c) == ".pt" else None}]
+    missing: list[Job] = []
+    if jobs:
+        ledger = StorageLedger(storage, f"compare/{name}", jobs) if storage else LocalLedger(log, done, append_done)
+
+        def train_and_evaluate(j: Job) -> dict:
+            res = train_once(j.record["cfg"], j.record["seed"], opt, out / "train", label=names[j.record["cfg"]])
+            return {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log, embed=bool(storage))}
+
+        trained, missing = work_through(ledger, jobs, train_and_evaluate, train_progress)
+        for j in jobs:  # in config and seed order, whichever process trained them
+            if j.key in trained:
+                res = trained[j.key]
+                if _stats_of(res) is None:  # trained before runs were evaluated with their training: evaluate now
+                    res = {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log)}
+                acc.setdefault(j.record["cfg"], []).append(res)
 
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
     rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
     note = cost_note(rows, imgsz, runs, threads)
     if acc:
         note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
+    if missing:
+        note += (" Missing training runs (failed; see the log of the process that ran them): "
+                 + ", ".join(j.label for j in missing) + ".")
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out, names) + plot_differences(diffs, cfgs, names, out)
     LOGGER.info("\n" + table(rows))
@@ -612,10 +635,15 @@ def format_of(cfg: str) -> str:
     return format_key(cfg)
 
 
-def _check_request(cfgs: list[str], data: str | None, weights: str | None, epochs: int, control: bool) -> bool:
+def _check_request(cfgs: list[str], data: str | None, weights: str | None, epochs: int, control: bool,
+                   storage: str | None = None) -> bool:
     """Refuse what cannot be measured, before any work; True when model files are to be evaluated
     (model files only, --data, no --epochs)."""
     files = [c for c in cfgs if is_model_file(c)]
+    if storage and epochs <= 0:
+        raise ValueError("--storage shares training runs between processes: it needs --epochs > 0")
+    if storage:  # a missing database driver is named before any work
+        require_driver(storage, "--storage")
     if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
         from models.yolo import refuse_model_file
 
@@ -655,22 +683,6 @@ def _cost(c: str, name: str, settings: dict, done: dict, log: Path, progress: Pr
     return res
 
 
-def _train(c: str, name: str, seed: int, opt: argparse.Namespace, settings: dict, done: dict, log: Path,
-           progress: Progress, out: Path) -> dict:
-    """One training run of the grid, from runs.jsonl when already made."""
-    key = run_key("train", c, settings, seed)
-    step = progress.next()
-    if key in done:
-        LOGGER.info(f"{step} {name} seed {seed}: already trained, skipped")
-        return done[key]["result"]
-    LOGGER.info(f"{step} {name} seed {seed}: training {opt.epochs} epochs ...")
-    t0 = time.perf_counter()
-    res = train_once(c, seed, opt, out / "train", label=name)
-    progress.done(time.perf_counter() - t0)
-    append_done(log, {"key": key, "kind": "train", "cfg": c, "seed": seed, "settings": settings, "result": res})
-    return res
-
-
 def _evaluate(weights: str | Path, label: str, opt: argparse.Namespace, settings: dict, done: dict, log: Path,
               save_dir: Path) -> dict:
     """:func:`evaluate` of one model file, from runs.jsonl when already made (and its statistics file is there)."""
@@ -688,13 +700,41 @@ def _evaluate(weights: str | Path, label: str, opt: argparse.Namespace, settings
     return res
 
 
+def _final_weights_result(res: dict, label: str, opt: argparse.Namespace, settings: dict, done: dict, log: Path,
+                          embed: bool = False) -> dict:
+    """The evaluation of a training run's last.pt (:func:`_evaluate`); with `embed`, its match statistics
+    travel inside the result (base64 of the .npz) so that workers on other machines can build the table."""
+    last = Path(res["results_csv"]).parent / "weights" / "last.pt"
+    ev = _evaluate(last, label, opt, settings, done, log, last.parent.parent / "val_last")
+    if embed:
+        import base64
+
+        ev = {**ev, "stats_npz": base64.b64encode(Path(ev["stats"]).read_bytes()).decode()}
+    return ev
+
+
+def _stats_of(res: dict):
+    """A run's match statistics (utils.stats.MatchStats): its local file, else the copy embedded by the
+    worker that trained it; None when it has neither."""
+    from utils.stats import MatchStats
+
+    if res.get("stats") and Path(res["stats"]).is_file():
+        return MatchStats.load(res["stats"])
+    if res.get("stats_npz"):
+        import base64
+        import io
+
+        return MatchStats.load(io.BytesIO(base64.b64decode(res["stats_npz"])))
+    return None
+
+
 def differences(cfgs: list[str], acc: dict[str, list[dict]], n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Every config against the first (the baseline): utils.stats.compare_many on the runs' match
     statistics; configs without statistics are left out. {} when the baseline has none."""
-    from utils.stats import MatchStats, compare_many
+    from utils.stats import compare_many
 
     def load(c: str) -> list:
-        return [MatchStats.load(r["stats"]) for r in acc.get(c, []) if r.get("stats")]
+        return [st for r in acc.get(c, []) if (st := _stats_of(r)) is not None]
 
     base = load(cfgs[0])
     others = {c: runs for c in cfgs[1:] if (runs := load(c))}
@@ -770,6 +810,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         "1x1-conv bottlenecks of about the same parameters (needs --epochs)")
     p.add_argument("--bootstrap", type=positive_int, default=1000,
                    help="bootstrap resamples of the val images for the confidence intervals")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB URL (postgresql://..., mysql+pymysql://..., sqlite:///...) shared by several "
+                        "compare.py processes with the same arguments: each training run is trained by one of them")
     return p.parse_args(argv)
 
 

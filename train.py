@@ -855,6 +855,10 @@ def main(opt: argparse.Namespace) -> dict:
                              "sharing --evolve-storage instead of torchrun")
         if opt.project == str(ROOT / "runs/train"):
             opt.project = str(ROOT / "runs/evolve")
+        if opt.evolve_storage:  # a missing database driver is named before any work
+            from utils.rdb import require_driver
+
+            require_driver(opt.evolve_storage, "--evolve-storage")
     if RANK in (-1, 0):
         print_args("train", opt)
 

@@ -110,3 +110,27 @@ def log_warnings():
     LOGGER.addHandler(h)
     yield h.lines
     LOGGER.removeHandler(h)
+
+
+# --- a PostgreSQL server for the shared-storage tests (tests/postgres.py) ---------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A function ``new_db(name) -> URL`` on a PostgreSQL server started for this session (skipped,
+    with the reason, where no PostgreSQL binaries exist)."""
+    from tests import postgres
+
+    reason = postgres.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with postgres.postgres_server() as new_db:
+        yield new_db
+
+
+@pytest.fixture
+def pg_url(postgres_server, request) -> str:
+    """The URL of a new, empty database for this test on the session's PostgreSQL server."""
+    import re
+
+    return postgres_server(re.sub(r"\W", "_", request.node.name)[:60].lower())

@@ -1,4 +1,5 @@
-"""train.py: TensorBoard event files, --image-weights, --quad, and --evolve in two processes at once."""
+"""train.py: TensorBoard event files, --image-weights, --quad, and --evolve in two processes at once
+(on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -95,12 +96,13 @@ def test_quad_trains_on_double_size(synth, tmp_path):
     assert len(rows) == 1 and np.isfinite(float(rows[0]["train/box_loss"]))
 
 
-def test_evolve_two_processes_share_one_study(synth, tmp_path):
-    """2 processes, one SQLite study, 4 trials in all: 4 COMPLETE, distinct, none run twice or lost."""
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_evolve_two_processes_share_one_study(database, synth, tmp_path, request):
+    """2 processes, one study (SQLite, or a PostgreSQL server started for the tests), 4 trials in
+    all: 4 COMPLETE, distinct, none run twice or lost."""
     import optuna
 
-    db = tmp_path / "study.db"
-    url = f"sqlite:///{db}"
+    url = f"sqlite:///{tmp_path / 'study.db'}" if database == "sqlite" else request.getfixturevalue("pg_url")
     cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(synth), "--weights", "", "--cfg", "yolov5n.yaml",
            "--img", "64", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--device", "cpu",
            "--noautoanchor", "--evolve", "4", "--evolve-storage", url, "--project", str(tmp_path), "--name", "ev",

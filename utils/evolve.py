@@ -41,7 +41,6 @@ import copy
 import csv
 import math
 import os
-import random
 import shutil
 import time
 import warnings
@@ -89,7 +88,6 @@ RESULT_KEYS = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metric
 STUDY_NAME = "evolve"
 HEARTBEAT_S = 10
 GRACE_S = 30
-STORAGE_TRIES = 5
 
 
 def search_space(hyp: dict) -> dict[str, tuple[float, float]]:
@@ -119,32 +117,15 @@ def open_study(storage_url: str, study_name: str = STUDY_NAME, heartbeat_s: int 
                grace_s: float | None = None):
     """Create or load (`load_if_exists`) the study in an RDB storage with heartbeats (every
     `heartbeat_s` seconds, default :data:`HEARTBEAT_S`) and one retry of trials whose heartbeat is
-    older than `grace_s` seconds (default :data:`GRACE_S`); SQLite connections wait up to 60 s for a
-    lock held by another process."""
+    older than `grace_s` seconds (default :data:`GRACE_S`), see :func:`utils.rdb.open_storage`
+    (StorageError, a ValueError, for a bad URL, a missing driver or an unreachable server)."""
     heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
     grace_s = GRACE_S if grace_s is None else grace_s
     import optuna
-    import sqlalchemy.exc
 
-    kwargs = {}
-    if storage_url.startswith("sqlite:///"):
-        kwargs = {"connect_args": {"timeout": 60}}
-        db = storage_url[len("sqlite:///"):]
-        if db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(STORAGE_TRIES):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    storage_url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_s), grace_period=grace_s,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-            break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            # processes starting together on a new database race to create its tables: the loser retries
-            if attempt == STORAGE_TRIES - 1:
-                raise
-            time.sleep(0.5 + random.random())
+    from utils.rdb import open_storage
+
+    storage = open_storage(storage_url, heartbeat_s, grace_s, flag="--evolve-storage")
     sampler = optuna.samplers.TPESampler(constant_liar=True)
     return optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, direction="maximize",
                                load_if_exists=True)

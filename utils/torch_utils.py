@@ -33,14 +33,16 @@ def _dummy_input(model: nn.Module, img_size: int | tuple[int, int], ch: int) -> 
 
 
 def thop_flops(model: nn.Module, img_size: int | tuple[int, int] = 640, ch: int = 3) -> float:
-    """GFLOPs as thop counts them: module hooks (conv, batch norm, linear), 2 FLOPs per MAC.
+    """GFLOPs of thop's module count (ultralytics-thop's ``profile_origin``: hooks on conv, norm
+    and linear modules; nearest-neighbour upsampling copies count 0), 2 FLOPs per MAC.
 
-    thop cannot see functional products (`matmul`, `bmm`, `einsum`, `@`) inside attention.
+    Functional products (`matmul`, `bmm`, `einsum`, `@`) inside attention are left out here:
+    :func:`matmul_flops` counts them (``thop.profile`` would count them too, so it is not used).
     """
     import thop
 
     im = _dummy_input(model, img_size, ch)
-    macs = thop.profile(copy.deepcopy(model).float().eval(), inputs=(im,), verbose=False)[0]
+    macs = thop.profile_origin(copy.deepcopy(model).float().eval(), inputs=(im,), verbose=False)[0]
     return macs * 2 / 1e9
 
 

@@ -1,0 +1,107 @@
+"""Optuna RDB storages shared by several processes or machines (``train.py --evolve-storage``,
+``compare.py --storage``): the URL's database driver checked first, then the storage opened with
+heartbeats and one retry of trials whose process died.
+
+A storage URL is SQLAlchemy's: ``sqlite:///path.db``, ``postgresql://user:pw@host:5432/db``,
+``mysql+pymysql://user:pw@host/db``. SQLAlchemy picks the driver module from the scheme
+(``postgresql://`` -> psycopg 3, ``mysql://`` -> MySQLdb); :data:`DRIVER_PACKAGES` names the pip
+package that provides each one, for the one-line error when it is missing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+
+# SQLAlchemy driver name (the part after "+" in a URL, or a dialect's default) -> pip package
+DRIVER_PACKAGES: dict[str, str] = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "mysqldb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb",
+    "asyncmy": "asyncmy",
+    "aiomysql": "aiomysql",
+    "oracledb": "oracledb",
+    "cx_oracle": "cx_Oracle",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
+CONNECT_TRIES = 5  # processes starting together on a new database race to create its tables
+
+
+class StorageError(ValueError):
+    """A storage URL that cannot be used: unknown scheme, missing driver, unreachable server (one line)."""
+
+
+def _shown(url: str) -> str:
+    """`url` with its password replaced by ``***`` (for messages)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: shown as given, it holds no parsable password
+        return url
+
+
+def require_driver(url: str, flag: str = "--storage") -> None:
+    """Check that `url` is a database URL SQLAlchemy knows and that its driver module imports.
+
+    Raises StorageError (one line, naming `flag`, the URL without password and, for a missing
+    driver, the pip package to install)."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:  # before ArgumentError, its base class
+        raise StorageError(f"{flag} {_shown(url)}: unknown database scheme {url.split(':', 1)[0]!r}; use "
+                           "sqlite:///, postgresql:// or mysql+pymysql://") from None
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"{flag} {url!r} is not a database URL; give e.g. sqlite:///study.db or "
+                           "postgresql://user:password@host:5432/dbname") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        driver = dialect.driver
+        package = DRIVER_PACKAGES.get(driver, driver)
+        raise StorageError(f"{flag} {_shown(url)}: its database driver {driver!r} is not installed; "
+                           f"pip install '{package}'") from None
+
+
+def open_storage(url: str, heartbeat_s: int, grace_s: float, flag: str = "--storage"):
+    """An Optuna RDBStorage at `url` whose running trials record a heartbeat every `heartbeat_s`
+    seconds; a trial whose heartbeat is older than `grace_s` seconds is failed by
+    ``optuna.storages.fail_stale_trials`` and enqueued again once (its params and user attributes).
+
+    SQLite: the database's folder is created and connections wait up to 60 s for another
+    process's lock. Raises StorageError for a bad URL, a missing driver or a server that cannot
+    be reached (the database error's first line)."""
+    import optuna
+    import sqlalchemy.exc
+
+    require_driver(url, flag)
+    kwargs = {}
+    if url.startswith("sqlite:///"):
+        kwargs = {"connect_args": {"timeout": 60}}
+        db = url[len("sqlite:///"):]
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(CONNECT_TRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_s), grace_period=grace_s,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            if attempt == CONNECT_TRIES - 1:
+                first = str(getattr(e, "orig", e)).strip().splitlines()[0]
+                raise StorageError(f"{flag} {_shown(url)}: cannot open the database: {first}") from None
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
