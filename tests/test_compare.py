@@ -412,3 +412,40 @@ def test_row_names_tell_apart_files_of_one_name(tmp_path):
     twice = [deep[0], str(tmp_path / "x/A/../A/my.yaml")]
     assert list(compare.row_names(twice).values()) == ["my#1", "my#2"]
     assert compare.row_names(twice) == compare.row_names(twice)
+
+
+def test_checkpoints_compared_without_training(weights_n, datasets_dir, tmp_path, monkeypatch):
+    """compare.py --cfg a.pt b.pt --data coco128.yaml: each checkpoint evaluated on the val split, the leak
+    warning (coco128's val images are its train images), and the interval columns: yolov5n.pt against a copy
+    of itself is Δ = 0 exactly, against a copy whose Detect weights carry noise (about -0.03 mAP50-95) worse."""
+    import shutil
+
+    import torch
+
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from utils.data import overlap
+
+    monkeypatch.setattr(overlap, "_WARNED", set())
+    same = tmp_path / "same" / "yolov5n.pt"
+    same.parent.mkdir()
+    shutil.copy(weights_n, same)
+    rec = load_checkpoint(weights_n)["model"]
+    g = torch.Generator().manual_seed(0)
+    sd = {k: v + 0.065 * v.float().std() * torch.randn(v.shape, generator=g)
+          if k.startswith("model.24.m") and k.endswith("weight") else v for k, v in rec["state_dict"].items()}
+    noisy = save_checkpoint({"model": {**rec, "state_dict": sd}}, tmp_path / "noisy.pt")
+    with LogLines() as log:
+        rc = compare.main(["--cfg", str(weights_n), str(same), str(noisy), "--data", "coco128.yaml", "--imgsz", "256",
+                           "--runs", "1", "--threads", "1", "--bootstrap", "300", "--workers", "0",
+                           "--project", str(tmp_path), "--name", "ck"])
+    assert rc == 0
+    assert "128 of 128 val images of coco128.yaml are also train images" in log.text
+    rows = list(csv.DictReader(open(tmp_path / "ck" / "results.csv", encoding="utf-8")))
+    assert [r["config"] for r in rows] == [f"{weights_n.parent.name}/yolov5n.pt", "same/yolov5n.pt", "noisy.pt"]
+    base, copy, bad = rows
+    assert base["verdict"] == "-" and base["Δ mAP50-95 95% CI"] == "baseline"
+    assert copy["Δ mAP50-95 95% CI"] == "+0.000 [+0.000, +0.000]" and copy["verdict"].startswith("no detectable")
+    d, lo, hi = (float(x) for x in re.findall(r"[+-]\d\.\d{3}", bad["Δ mAP50-95 95% CI"]))
+    assert -0.06 < d < -0.015 and hi < 0 and bad["verdict"] == "worse", bad
+    note = (tmp_path / "ck" / "results.md").read_text()
+    assert "each model file evaluated on the val split of coco128.yaml (128 images)" in note
