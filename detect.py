@@ -92,7 +92,7 @@ def run(
     project: str | Path = ROOT / "runs/detect",
     name: str = "exp",
     exist_ok: bool = False,
-    line_thickness: int = 3,
+    line_thickness: int | None = None,
     hide_labels: bool = False,
     hide_conf: bool = False,
     half: bool = False,
@@ -280,7 +280,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default=str(ROOT / "runs/detect"), help="save results to project/name")
     p.add_argument("--name", default="exp", help="save results to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--line-thickness", default=None, type=int,
+                   help="bounding box thickness (pixels; default: from the image size, 1 below ~500 px, 2 at 640)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")

@@ -76,6 +76,7 @@ from utils.device import (  # noqa: E402
     select_device,
 )
 from utils.ema import ModelEMA  # noqa: E402
+from utils.hyp import check_hyp_ranges  # noqa: E402
 from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -357,8 +358,32 @@ def _checked_hyp(hyp: dict | str | Path | None) -> dict:
                        + (f" (did you mean {near[0]!r}?)" if near else ""))
     try:
         cfg.update(gate_hyp(cfg))  # older hyp files lack the gate keys: defaults (models/gates.py)
+        check_hyp_ranges(cfg)  # every key with a range (utils/hyp.py)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
+    return cfg
+
+
+# command-line flags that set a hyperparameter: given, they replace the hyp file's value; left
+# out (None), the file's value stands, else the default here
+HYP_FLAGS: dict[str, tuple[str, float]] = {"label_smoothing": ("--label-smoothing", 0.0)}
+
+
+def _apply_hyp_flags(cfg: dict, opt: argparse.Namespace, hyp: dict | str | Path | None) -> dict:
+    """`cfg` with the :data:`HYP_FLAGS` given on the command line put in (each checked against
+    its range; ValueError naming the flag) and the defaults of keys neither gives."""
+    for key, (flag, default) in HYP_FLAGS.items():
+        v = getattr(opt, key, None)
+        if v is None:
+            cfg.setdefault(key, default)
+            continue
+        try:
+            check_hyp_ranges({key: v})
+        except ValueError as e:
+            raise ValueError(f"{flag} {v}: {e}") from None
+        if key in cfg and cfg[key] != v and not isinstance(hyp, dict):
+            LOGGER.info(f"{flag} {v} replaces {key}: {cfg[key]} of hyp file {hyp or 'hyp.scratch-low.yaml'}")
+        cfg[key] = v
     return cfg
 
 
@@ -372,7 +397,7 @@ def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
 
     hyp_cfg = _checked_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy later
-    hyp_cfg["label_smoothing"] = float(opt.label_smoothing)
+    hyp_cfg = _apply_hyp_flags(hyp_cfg, opt, hyp)  # --label-smoothing over the file's value, when given
     opt.hyp = run.hyp_cfg = hyp_cfg
     if run.main_proc:
         run.wdir.mkdir(parents=True, exist_ok=True)
@@ -797,7 +822,8 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--cos-lr", action="store_true", help="cosine LR schedule")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="label smoothing epsilon (default: the hyp file's label_smoothing, else 0.0)")
     p.add_argument("--patience", type=int, default=100, help="early stopping patience (epochs without improvement)")
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")

@@ -242,7 +242,7 @@ def run(
     timers = [_Timer(cuda), _Timer(cuda), _Timer(cuda)]
     loss = torch.zeros(3, device=device)
     stats: list[tuple] = []
-    json_dets: list[dict] = []
+    json_dets: list[tuple[Path, torch.Tensor]] = []  # (path, detections) per image; ids at the end
     gt_images: list[tuple] = []
     seen = 0
     shape_seen = None
@@ -304,7 +304,7 @@ def run(
                 if save_txt:
                     save_txt_labels(predn, shape0, save_dir / "labels" / label_name(path), save_conf)
                 if save_json:
-                    json_dets += coco.detections_to_json(predn, path, class_map)
+                    json_dets.append((path, predn.cpu()))
                     h0, w0 = shape0
                     gt = labelsn[:, 1:].cpu().numpy()
                     norm = np.stack([(gt[:, 0] + gt[:, 2]) / 2 / w0, (gt[:, 1] + gt[:, 3]) / 2 / h0,
@@ -338,18 +338,20 @@ def run(
         plot_all(res, confusion, save_dir, names)
     _emit(callbacks, "on_val_end", nt, res, confusion)
 
-    if save_json and len(json_dets):
+    n_json = sum(len(d) for _, d in json_dets)
+    if save_json and n_json:
         wstem = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
-        pred_json = coco.write_json(json_dets, save_dir / f"{wstem}_predictions.json")
-        LOGGER.info(f"Saved {len(json_dets)} COCO-format detections to {pred_json}")
+        ids = coco.image_ids([p for p, *_ in gt_images])  # one id per image, shared by both JSON files
+        records = [r for p, d in json_dets for r in coco.detections_to_json(d, ids[str(p)], class_map)]
+        pred_json = coco.write_json(records, save_dir / f"{wstem}_predictions.json")
+        LOGGER.info(f"Saved {n_json} COCO-format detections to {pred_json}")
         anno = Path(data.get("path", "")) / "annotations" / "instances_val2017.json"
         if not (coco_classes and data.get("path") and anno.is_file()):
-            gt_json = coco.build_gt_json(gt_images, names, class_map)
+            gt_json = coco.build_gt_json(gt_images, names, class_map, ids)
             anno = coco.write_json(gt_json, save_dir / "annotations_from_labels.json")
             LOGGER.info(f"Built COCO ground truth from the YOLO labels: {anno}")
         try:
-            ids = [coco.image_id(p) for p, *_ in gt_images]
-            map5095, map50 = coco.coco_eval(anno, pred_json, img_ids=ids)
+            map5095, map50 = coco.coco_eval(anno, pred_json, img_ids=list(ids.values()))
             LOGGER.info(f"pycocotools: mAP50 {map50:.3f}, mAP50-95 {map5095:.3f}")
         except ImportError:
             LOGGER.warning("WARNING: pycocotools is not installed; COCO mAP skipped (pip install pycocotools)")

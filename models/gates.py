@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from models.attention._base import AttentionBlock
+from utils.hyp import check_hyp_ranges
 
 # Hyperparameters this module reads, with the values used when a hyp file lacks them (older files).
 # Like the learning-rate warmup (train.py), the fade lasts at least this many batches.
@@ -54,10 +55,7 @@ def gate_hyp(hyp: dict) -> dict:
     if out["gate_schedule"] not in GATE_SCHEDULES:
         raise ValueError(f"hyp gate_schedule={out['gate_schedule']!r} is unknown; choose one of "
                          f"{', '.join(GATE_SCHEDULES)}")
-    for k in ("gate_warmup_epochs", "gate_lr_mult"):
-        v = out[k]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"hyp {k}={v!r} must be a finite number >= 0")
+    check_hyp_ranges(out, ["gate_warmup_epochs", "gate_lr_mult"])  # the ranges' table: utils/hyp.py
     return out
 
 

@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if __name__ == "__main__" and str(ROOT) not in sys.path:  # as a script only: importers keep their path
     sys.path.insert(0, str(ROOT))
 
 from models.common import Conv  # noqa: E402

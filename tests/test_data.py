@@ -464,16 +464,65 @@ def test_loader_distributed_sampler_and_workers(tmp_path, monkeypatch):
     assert loader1.num_workers == 0  # batch size 1 -> no workers
 
 
+@pytest.mark.usefixtures("cache_beside_labels")
 def test_cache_images_ram_and_disk(tmp_path):
     im_dir = _make_set(tmp_path / "ci", {f"{i}.jpg": (_jpeg_bytes(80, 60, seed=i), GOOD) for i in range(3)})
     plain = YoloDataset(im_dir, img_size=64)
     ram = YoloDataset(im_dir, img_size=64, cache_images="ram")
     disk = YoloDataset(im_dir, img_size=64, cache_images="disk")
-    assert all(im is not None for im in ram.ims) and len(list(im_dir.glob("*.npy"))) == 3
+    assert all(im is not None for im in ram.ims) and len(list(im_dir.glob("*.jpg.*.npy"))) == 3
     for i in range(3):
         assert torch.equal(plain[i][0], ram[i][0]) and torch.equal(plain[i][0], disk[i][0])
     with pytest.raises(ValueError, match="cache_images"):
         YoloDataset(im_dir, cache_images="gpu")
+
+
+def _solid_jpeg(w: int, h: int, bgr: tuple[int, int, int]) -> bytes:
+    return cv2.imencode(".jpg", np.full((h, w, 3), bgr, np.uint8))[1].tobytes()
+
+
+@pytest.mark.usefixtures("cache_beside_labels")
+def test_cache_disk_follows_the_image(tmp_path):
+    """Issue 22: after an image is replaced (another size and colour) the dataset returns the
+    new picture, not the old .npy; the new cache replaces the old one; f.jpg and f.png of one
+    folder keep caches of their own."""
+    im_dir = _make_set(tmp_path / "d", {"f.jpg": (_solid_jpeg(80, 60, (0, 0, 255)), GOOD),
+                                        "f.png": (cv2.imencode(".png", np.zeros((50, 50, 3), np.uint8))[1].tobytes(),
+                                                  GOOD)})
+    ds = YoloDataset(im_dir, img_size=640, cache_images="disk")
+    first = {Path(f).name: ds.load_image(i)[1] for i, f in enumerate(ds.im_files)}
+    assert first["f.jpg"] == (60, 80) and first["f.png"] == (50, 50)
+    assert len(list(im_dir.glob("f.jpg.*.npy"))) == 1 and len(list(im_dir.glob("f.png.*.npy"))) == 1
+    (im_dir / "f.jpg").write_bytes(_solid_jpeg(40, 90, (255, 0, 0)))  # replaced: 90x40, blue
+    ds2 = YoloDataset(im_dir, img_size=640, cache_images="disk")
+    i = [Path(f).name for f in ds2.im_files].index("f.jpg")
+    im, hw0, _ = ds2.load_image(i)
+    centre = im[im.shape[0] // 2, im.shape[1] // 2]
+    assert hw0 == (90, 40) and int(centre[0]) > 245 and int(centre[2]) < 10  # blue, not the old red
+    assert len(list(im_dir.glob("f.jpg.*.npy"))) == 1  # the stale cache is gone
+    (im_dir / "f.jpg").write_bytes(_solid_jpeg(30, 20, (0, 255, 0)))  # replaced during the run: not cached yet
+    assert ds2.load_image(i)[1] == (20, 30)
+
+
+def test_cache_disk_follows_the_cache_rules(tmp_path, monkeypatch, log_lines):
+    """Issue 22: .npy files go under $YOLO_CACHE_DIR when set (the dataset stays untouched); a
+    read-only image folder gets none, said once per folder, and its images still load."""
+    im_dir = _make_set(tmp_path / "d", {f"{i}.jpg": (_jpeg_bytes(seed=i), GOOD) for i in range(2)})
+    monkeypatch.setenv("YOLO_CACHE_DIR", str(tmp_path / "caches"))
+    ds = YoloDataset(im_dir, img_size=64, cache_images="disk")
+    assert not list(im_dir.glob("*.npy")) and len(list((tmp_path / "caches").rglob("*.jpg.*.npy"))) == 2
+    assert ds[0][0].shape[0] == 3
+    monkeypatch.delenv("YOLO_CACHE_DIR")
+    im_dir.chmod(0o555)
+    try:
+        ds = YoloDataset(im_dir, img_size=64, cache_images="disk")
+        YoloDataset(im_dir, img_size=64, cache_images="disk")  # train and val of one folder: said once
+        assert ds.load_image(1)[1] == (48, 64)
+    finally:
+        im_dir.chmod(0o755)
+    assert not list(im_dir.glob("*.npy"))
+    said = [m for m in log_lines if "is read-only (mode dr-xr-xr-x), images not cached" in m]
+    assert len(said) == 1 and str(im_dir) in said[0] and "YOLO_CACHE_DIR" in said[0]
 
 
 # ----------------------------------------------------------------------------------- synthetic

@@ -32,4 +32,6 @@ def test_demo_runs_end_to_end_offline(tmp_path, monkeypatch):
     summary = "\n".join(lines)
     for key in ("data", "train", "weights", "image", "labels"):
         assert str(res[key]) in summary, key  # the closing message says where each output is
-    assert demo.parse_opt([]).epochs == 30 and demo.DEMO_CFG == "yolov5n_CBAM.yaml"
+    assert f"val mAP50 {res['map50']:.3f} after 1 epochs" in summary  # the mAP50 it reached
+    assert len(res["confidences"]) == res["detections"] and f"({res['detections']} found, confidence" in summary
+    assert demo.parse_opt([]).epochs == demo.DEMO_EPOCHS and demo.DEMO_CFG == "yolov5n_CBAM.yaml"

@@ -227,3 +227,21 @@ def test_speed_line_gives_the_shape_fed_to_a_fixed_batch_export(tmp_path):
             detect.run(weights=f, source=img, imgsz=64, project=tmp_path, name=f"b{batch}", nosave=True)
         speed = [ln for ln in log.lines if ln.startswith("Speed:")]
         assert len(speed) == 1 and speed[0].endswith(want), speed
+
+
+def test_annotation_follows_the_image_size():
+    """Issue 22: on a 160-px image a box is 1 px wide and its label tab about 9 px tall (the
+    old fixed 3 px / scale 1 tab hid 20-px objects); a 640-px image keeps 2 px and scale 0.67."""
+    import numpy as np
+
+    from utils.plots import Annotator
+
+    small = Annotator(np.zeros((160, 160, 3), np.uint8))
+    assert small.lw == 1 and small.font_scale == 0.3
+    small.box_label((60, 60, 100, 100), "triangle 0.91", color=(0, 0, 255))
+    rows = np.nonzero(small.result()[:60, :, 2].max(1))[0]  # the tab above the box
+    assert 6 <= len(rows) <= 12
+    thick = Annotator(np.zeros((160, 160, 3), np.uint8), line_width=3)  # --line-thickness 3: text stays small
+    assert thick.font_scale == 0.3
+    big = Annotator(np.zeros((640, 640, 3), np.uint8))
+    assert big.lw == 2 and abs(big.font_scale - 2 / 3) < 1e-9

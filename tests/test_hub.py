@@ -207,3 +207,48 @@ def test_torch_hub_local(weights_n, bus, tmp_path, monkeypatch):
         torch.hub.load(str(ROOT), "yolov5s", source="local")
     with pytest.raises(RuntimeError, match="Cannot find callable"):
         torch.hub.load(str(ROOT), "resnet50", source="local")
+
+
+# ------------------------------------------------------------------ issue 22: torch.hub inside an app
+APP_MAIN = '''
+import sys
+repo, ckpt, image, out = sys.argv[1:5]
+sys.path.insert(0, "")  # the app's own folder first, as `python main.py` has it
+import models as app_models  # the app's package, imported BEFORE the hub load
+import torch
+
+ours = {"models", "utils", "data", "val", "train", "detect", "export", "hubconf"}
+before = {k: v for k, v in sys.modules.items() if k.partition(".")[0] in ours}
+path_before = list(sys.path)
+m = torch.hub.load(repo, "custom", path=ckpt, source="local")
+r = m(image, size=320)
+r.pandas()                                  # calls made after the load import more of our modules
+r.save(save_dir=out, exist_ok=True)
+m2 = torch.hub.load(repo, "yolov5n_CBAM", pretrained=False, source="local", autoshape=False)
+after = {k: v for k, v in sys.modules.items() if k.partition(".")[0] in ours}
+import models, utils                        # utils: imported AFTER the hub load
+print("boxes", len(r.xyxy[0]), "classes", type(m2).__name__)
+print("models", models is app_models and models.X == "app models", "utils", utils.X == "app utils")
+print("modules", after == before and all(after[k] is v for k, v in before.items()), "path", sys.path == path_before)
+'''
+
+
+def test_torch_hub_inside_app_with_own_packages(weights_n, bus, tmp_path):
+    """Issue 22: an app with its own `models` and `utils` packages loads a checkpoint through
+    torch.hub; the load works and leaves the app's modules (imported before or after) its own."""
+    import subprocess
+    import sys
+
+    app = tmp_path / "app"
+    for pkg in ("models", "utils"):
+        (app / pkg).mkdir(parents=True)
+        (app / pkg / "__init__.py").write_text(f'X = "app {pkg}"\n')
+    (app / "main.py").write_text(APP_MAIN)
+    p = subprocess.run([sys.executable, "main.py", str(ROOT), str(weights_n), str(bus), str(tmp_path / "out")],
+                       cwd=app, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = dict(ln.split(" ", 1) for ln in p.stdout.splitlines())
+    assert int(lines["boxes"].split()[0]) >= 3 and lines["boxes"].endswith("classes DetectionModel")
+    assert lines["models"] == "True utils True"
+    assert lines["modules"] == "True path True"
+    assert (tmp_path / "out" / "bus.jpg").stat().st_size > 10_000

@@ -15,7 +15,7 @@ from utils.coco import (
     category_map,
     coco_eval,
     detections_to_json,
-    image_id,
+    image_ids,
     is_coco_classes,
     write_json,
 )
@@ -222,11 +222,24 @@ def test_coco_category_map():
     assert not is_coco_classes(["a", "b"])
     assert category_map(COCO_NAMES) == COCO80_TO_91
     assert category_map(["a", "b"])[:2] == [0, 1]
-    assert image_id("x/000000000009.jpg") == 9 and image_id("x/bus.jpg") == "bus"
+
+
+def test_image_ids_unique_ints_coco_numbers_kept():
+    """Issue 22: numeric COCO stems keep their number; text stems and same-name files in other
+    folders get fresh ints above every kept number, so no two images share an id."""
+    paths = ["a/000000000009.jpg", "a/img_71.jpg", "a/000000000042.png", "b/000000000009.jpg",
+             "camA/f0.jpg", "camB/f0.jpg", "a/img_71.jpg"]
+    ids = image_ids(paths)
+    assert ids["a/000000000009.jpg"] == 9 and ids["a/000000000042.png"] == 42
+    assert all(isinstance(v, int) for v in ids.values())
+    assert len(ids) == 6 and len(set(ids.values())) == 6  # one id per distinct path
+    assert sorted(v for k, v in ids.items() if k not in ("a/000000000009.jpg", "a/000000000042.png")) == [43, 44, 45, 46]
+    assert image_ids(list(reversed(paths)))["b/000000000009.jpg"] == 9  # the first of a number claims it
+    assert image_ids(["x/1.jpg", "y/01.jpg"]) == {"x/1.jpg": 1, "y/01.jpg": 2}
 
 
 def test_detections_json_format():
-    out = detections_to_json(dets(([10.0, 20.0, 110.0, 70.0], 0.123456, 1)), "/d/000000000042.jpg", COCO80_TO_91)
+    out = detections_to_json(dets(([10.0, 20.0, 110.0, 70.0], 0.123456, 1)), 42, COCO80_TO_91)
     assert out == [{"image_id": 42, "category_id": 2, "bbox": [10.0, 20.0, 100.0, 50.0], "score": 0.12346}]
 
 

@@ -271,3 +271,44 @@ def test_progress_bar_during_training_validation(synthetic, tiny_model, tmp_path
     val.run(data, model=tiny_model, dataloader=loader, save_dir=tmp_path, plots=False)
     err = capsys.readouterr().err
     assert re.search(r"100%\|.*\| 2/2", err), err
+
+
+# ------------------------------------------------------------------ issue 22: COCO JSON image ids
+@pytest.fixture
+def mixed_names(tmp_path):
+    """camA/images and camB/images each with 000000000009.jpg, img_71.jpg and f0.jpg (6 different
+    images, one label each): numeric and text stems mixed, every name in two folders."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    for cam in ("camA", "camB"):
+        (tmp_path / "data" / cam / "images").mkdir(parents=True)
+        (tmp_path / "data" / cam / "labels").mkdir()
+        for stem in ("000000000009", "img_71", "f0"):
+            cv2.imwrite(str(tmp_path / "data" / cam / "images" / f"{stem}.jpg"),
+                        rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+            (tmp_path / "data" / cam / "labels" / f"{stem}.txt").write_text("1 0.5 0.5 0.4 0.4\n")
+    yml = tmp_path / "mixed.yaml"
+    yml.write_text(f"path: {tmp_path / 'data'}\ntrain: [camA/images, camB/images]\nval: [camA/images, camB/images]\n"
+                   "names: {0: circle, 1: square, 2: triangle}\n")
+    return yml
+
+
+def test_save_json_mixed_and_same_names_one_id_per_image(mixed_names, tiny_model, tmp_path):
+    """Issue 22: pycocotools scores the run (no str/int mix) and the 6 images keep 6 ids, the
+    same in the predictions and the ground truth; the numeric COCO name keeps its number."""
+    from models.checkpoint import model_record, save_checkpoint
+    from tests.logcapture import LogLines
+
+    ckpt = save_checkpoint({"model": model_record(tiny_model)}, tmp_path / "tiny.pt")
+    with LogLines() as log:
+        val.run(mixed_names, weights=ckpt, imgsz=64, batch_size=4, device="cpu", workers=0, project=tmp_path,
+                name="j", plots=False, save_json=True)
+    assert "pycocotools: mAP50" in log.text and "evaluation failed" not in log.text, log.text
+    gt = json.loads((tmp_path / "j" / "annotations_from_labels.json").read_text())
+    preds = json.loads((tmp_path / "j" / "tiny_predictions.json").read_text())
+    gt_ids = [im["id"] for im in gt["images"]]
+    assert len(gt_ids) == 6 and len(set(gt_ids)) == 6 and all(isinstance(i, int) for i in gt_ids)
+    assert 9 in gt_ids
+    assert {p["image_id"] for p in preds} == set(gt_ids)  # every image has detections (random model, conf 0.001)
+    assert sorted(a["image_id"] for a in gt["annotations"]) == sorted(gt_ids)  # one label per image

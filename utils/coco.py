@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,33 +46,60 @@ def category_map(names: list[str] | dict | None) -> list[int]:
     return list(COCO80_TO_91) if is_coco_classes(names) else list(range(max(n, 1000)))
 
 
-def image_id(path: str | Path) -> int | str:
-    """The COCO image id of a file: its stem as an int when numeric (COCO file names), else the stem."""
-    stem = Path(path).stem
-    return int(stem) if stem.isnumeric() else stem
+def image_ids(paths: Sequence[str | Path]) -> dict[str, int]:
+    """One int COCO image id per distinct path of a run, the one source of ids for both the
+    predictions and the ground-truth JSON.
+
+    A file whose stem is a number (COCO's ``000000000009.jpg``) keeps that number, so results
+    on real COCO stay comparable with its annotation files; the first path (in the given
+    order) with a number claims it. Every other path (text stems such as ``img_71.jpg``, or a
+    second ``f0.jpg``/``000000000009.jpg`` in another folder) gets a fresh id above all claimed
+    numbers, in order. Returns ``{str(path): id}``; ids are unique, so same-name files in
+    different folders never merge.
+    """
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    rest: list[str] = []
+    for p in map(str, paths):
+        if p in ids or p in rest:
+            continue
+        stem = Path(p).stem
+        n = int(stem) if stem.isdecimal() else None
+        if n is not None and n not in taken:
+            ids[p] = n
+            taken.add(n)
+        else:
+            rest.append(p)
+    nxt = max(taken, default=0) + 1
+    for p in rest:
+        ids[p] = nxt
+        nxt += 1
+    return ids
 
 
-def detections_to_json(detections, path: str | Path, class_map: list[int]) -> list[dict]:
+def detections_to_json(detections, image_id: int, class_map: list[int]) -> list[dict]:
     """COCO result records for one image's detections (n, 6) ``x1 y1 x2 y2 conf cls`` in the
-    original image's pixels: bbox becomes ``[x_left, y_top, width, height]``."""
+    original image's pixels: bbox becomes ``[x_left, y_top, width, height]``. `image_id` comes
+    from :func:`image_ids`."""
     d = detections.detach().cpu().numpy() if hasattr(detections, "detach") else np.asarray(detections)
-    iid = image_id(path)
     out = []
     for x1, y1, x2, y2, conf, cls in d.tolist():
-        out.append({"image_id": iid, "category_id": class_map[int(cls)],
+        out.append({"image_id": int(image_id), "category_id": class_map[int(cls)],
                     "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
                     "score": round(conf, 5)})
     return out
 
 
 def build_gt_json(images: list[tuple[str | Path, int, int, np.ndarray]], names: list[str] | dict,
-                  class_map: list[int] | None = None) -> dict:
+                  class_map: list[int] | None = None, ids: dict[str, int] | None = None) -> dict:
     """A COCO ground-truth dict from YOLO labels.
 
     `images` holds one ``(path, height, width, labels)`` per image, labels (n, 5) as
     ``cls, cx, cy, w, h`` normalised to the image (the YOLO label file's content). Boxes
     become pixel ``[x_left, y_top, width, height]``; area is the box area; nothing is crowd.
+    Image ids are `ids` (from :func:`image_ids`, default: made from these images' paths).
     """
+    ids = ids if ids is not None else image_ids([p for p, *_ in images])
     class_map = class_map if class_map is not None else category_map(names)
     name_list = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
     gt = {"info": {"description": "ground truth built from YOLO labels"}, "licenses": [],
@@ -80,7 +108,7 @@ def build_gt_json(images: list[tuple[str | Path, int, int, np.ndarray]], names: 
                          for i, n in enumerate(name_list)]}
     ann_id = 1
     for path, h, w, labels in images:
-        iid = image_id(path)
+        iid = ids[str(path)]
         gt["images"].append({"id": iid, "file_name": Path(path).name, "height": int(h), "width": int(w)})
         lb = np.asarray(labels, dtype=np.float64).reshape(-1, 5)
         for cls, cx, cy, bw, bh in lb.tolist():

@@ -33,7 +33,11 @@ class Annotator:
 
     def __init__(self, im: np.ndarray, line_width: int | None = None):
         self.im = np.ascontiguousarray(im)
-        self.lw = line_width or max(round(sum(self.im.shape[:2]) / 2 * 0.003), 2)
+        side = sum(self.im.shape[:2]) / 2  # mean side in pixels
+        self.lw = line_width or max(round(side * 0.003), 1)  # 1 px below ~500 px, 2 at 640, 3 at 1000
+        # text follows the image too (0.67 at 640 px as before); 0.3 (glyphs ~7 px tall) is the
+        # smallest that stays legible, so a 160-px image's labels no longer hide its objects
+        self.font_scale = max(min(self.lw / 3, side / 960), 0.3)
 
     def box_label(self, box, label: str = "", color: tuple[int, int, int] = (128, 128, 128),
                   txt_color: tuple[int, int, int] = (255, 255, 255)) -> None:
@@ -43,7 +47,7 @@ class Annotator:
         if not label:
             return
         tf = max(self.lw - 1, 1)
-        scale = self.lw / 3
+        scale = self.font_scale
         w, h = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, tf)[0]
         above = p1[1] - h - 3 >= 0
         q2 = (p1[0] + w, p1[1] - h - 3 if above else p1[1] + h + 3)

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
+if __name__ == "__main__" and str(ROOT) not in sys.path:  # as a script only: importers keep their path
     sys.path.insert(0, str(ROOT))
 
 from models.yaml_edit import in_c3, insert_block, render, replace_c3  # noqa: E402

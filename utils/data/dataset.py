@@ -34,8 +34,12 @@ from utils.data.augment import (
     mosaic4,
     random_perspective,
 )
-from utils.data.images import read_image  # noqa: F401 - the shared reader, also imported from here
-from utils.data.verify import img2label_paths, scan_dataset
+from utils.data.images import (
+    read_image,  # the shared reader, also imported from here
+    read_image_cached,
+    write_image_cache,
+)
+from utils.data.verify import image_cache_folder, img2label_paths, may_write_cache, scan_dataset
 from utils.logging import LOGGER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +120,6 @@ class YoloDataset(Dataset):
         self.ims: list[np.ndarray | None] = [None] * n
         self.im_hw0: list[tuple[int, int] | None] = [None] * n
         self.im_hw: list[tuple[int, int] | None] = [None] * n
-        self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
         self.cache_mode = cache_images or None
         if self.cache_mode:
             self._cache_images(self.cache_mode)
@@ -154,9 +157,8 @@ class YoloDataset(Dataset):
         """Image `i` (BGR) with its long side resized to `img_size`; returns it, (h0, w0), (h, w)."""
         if self.ims[i] is not None:
             return self.ims[i], self.im_hw0[i], self.im_hw[i]
-        npy = self.npy_files[i]
-        if self.cache_mode == "disk" and npy.exists():
-            im = np.load(npy, allow_pickle=False)
+        if self.cache_mode == "disk":  # the .npy only while it matches the image (see npy_cache_path)
+            im = read_image_cached(self.im_files[i])
         else:
             im = read_image(self.im_files[i])
         h0, w0 = im.shape[:2]
@@ -178,28 +180,34 @@ class YoloDataset(Dataset):
         workers = min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
             if mode == "disk":
-                failed = [e for e in pool.map(self._save_npy, range(self.n)) if e]
-                if failed:
-                    LOGGER.warning(f"{self.prefix}WARNING: cannot write .npy image cache ({failed[0]}); "
-                                   "reading the images instead")
-                    self.cache_mode = None
-                    return
-            else:
-                for i, (im, hw0, hw) in enumerate(pool.map(self.load_image, range(self.n))):
-                    self.ims[i], self.im_hw0[i], self.im_hw[i] = im, hw0, hw
-        LOGGER.info(f"{self.prefix}Cached {self.n} images ({mode})")
+                self._cache_disk(pool)
+                return
+            for i, (im, hw0, hw) in enumerate(pool.map(self.load_image, range(self.n))):
+                self.ims[i], self.im_hw0[i], self.im_hw[i] = im, hw0, hw
+        LOGGER.info(f"{self.prefix}Cached {self.n} images (ram)")
 
-    def _save_npy(self, i: int) -> str | None:
-        f = self.npy_files[i]
-        if f.exists():
+    def _cache_disk(self, pool: ThreadPoolExecutor) -> None:
+        """Write each image's ``.npy`` (see :func:`utils.data.images.npy_cache_path`) where the
+        dataset cache rules allow it; images of read-only folders are read from their files."""
+        folders = {str(Path(f).parent) for f in self.im_files}
+        allowed = {d for d in sorted(folders) if may_write_cache(image_cache_folder(d), "images", self.prefix)}
+        todo = [f for f in self.im_files if str(Path(f).parent) in allowed]
+
+        def write(f: str) -> str | None:
+            try:
+                write_image_cache(f)
+            except (OSError, ValueError) as e:
+                return f"{f}: {e}"
             return None
-        try:
-            tmp = f.with_name(f".{f.stem}.{os.getpid()}.npy")
-            np.save(tmp, read_image(self.im_files[i]), allow_pickle=False)
-            os.replace(tmp, f)
-        except OSError as e:
-            return str(e)
-        return None
+
+        failed = [e for e in pool.map(write, todo) if e]
+        if failed:
+            LOGGER.warning(f"{self.prefix}WARNING: cannot write .npy image cache ({failed[0]}); "
+                           "reading the images instead")
+            self.cache_mode = None
+            return
+        where = sorted({str(image_cache_folder(d)) for d in allowed})
+        LOGGER.info(f"{self.prefix}Cached {len(todo)}/{self.n} images (disk) in {', '.join(where) or 'no folder'}")
 
     # ------------------------------------------------------------------ items
 

@@ -22,7 +22,10 @@ image is either used (with a warning) or skipped. The rules, per image:
 Results are cached in an ``.npz`` file (loaded with ``allow_pickle=False``, so it cannot
 run code) beside the labels folder, keyed by a hash of every file's path, size and
 modification time, ``nc`` and :data:`CACHE_VERSION`. When the folder is not writeable the
-scan is simply repeated next time.
+scan is simply repeated next time. The rules of where dataset caches go (beside the data,
+or under ``$YOLO_CACHE_DIR``; never into a folder marked read-only) are
+:func:`default_cache_path`, :func:`image_cache_folder` and :func:`may_write_cache`; the
+label cache and ``--cache disk`` images both follow them.
 """
 
 from __future__ import annotations
@@ -270,6 +273,14 @@ def files_hash(im_files: list[str], label_files: list[str], nc: int | None) -> s
     return h.hexdigest()
 
 
+def _elsewhere(beside: Path) -> tuple[Path, str] | None:
+    """``($YOLO_CACHE_DIR, a hash of the default place)`` when the variable is set, else None."""
+    d = os.getenv(CACHE_DIR_ENV)
+    if not d:
+        return None
+    return Path(d).expanduser(), hashlib.sha1(str(beside.resolve()).encode()).hexdigest()[:12]
+
+
 def default_cache_path(path: str | Path | list, label_files: list[str]) -> Path:
     """``labels/train2017.cache.npz`` beside the labels folder, or ``list.cache.npz`` beside a
     ``.txt`` image list. With ``$YOLO_CACHE_DIR`` set, the file goes there instead (named by
@@ -279,11 +290,19 @@ def default_cache_path(path: str | Path | list, label_files: list[str]) -> Path:
         beside = Path(items[0]).with_suffix(".cache.npz")
     else:
         beside = Path(label_files[0]).parent.with_suffix(".cache.npz")
-    elsewhere = os.getenv(CACHE_DIR_ENV)
-    if elsewhere:
-        tag = hashlib.sha1(str(beside.resolve()).encode()).hexdigest()[:12]
-        return Path(elsewhere).expanduser() / f"{beside.name[:-len('.cache.npz')]}-{tag}.cache.npz"
+    away = _elsewhere(beside)
+    if away:
+        return away[0] / f"{beside.name[:-len('.cache.npz')]}-{away[1]}.cache.npz"
     return beside
+
+
+def image_cache_folder(image_folder: str | Path) -> Path:
+    """Where ``--cache disk`` writes the decoded images of `image_folder`: that folder itself, or
+    with ``$YOLO_CACHE_DIR`` set a subfolder there named by the folder and a hash of its path
+    (the label cache's rule)."""
+    folder = Path(image_folder)
+    away = _elsewhere(folder)
+    return away[0] / f"{folder.name}-{away[1]}.images" if away else folder
 
 
 def _load_cache(cache_path: Path, key: str) -> ScanResult | None:
@@ -316,13 +335,21 @@ def _marked_read_only(folder: Path) -> bool:
         return False
 
 
+def may_write_cache(folder: Path, what: str, prefix: str = "") -> bool:
+    """Whether a cache of `what` ("labels", "images") may be written into the dataset folder
+    `folder`: not when the folder is marked read-only and ``$YOLO_CACHE_DIR`` is unset. Says so
+    once per folder and process, naming the folder and the variable to set."""
+    if os.getenv(CACHE_DIR_ENV) or not _marked_read_only(folder):
+        return True
+    if folder not in _READ_ONLY_WARNED:
+        _READ_ONLY_WARNED.add(folder)
+        LOGGER.warning(f"{prefix}WARNING: {folder} is read-only (mode {stat.filemode(folder.stat().st_mode)}), "
+                       f"{what} not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
+    return False
+
+
 def _save_cache(res: ScanResult, cache_path: Path, key: str) -> None:
-    if not os.getenv(CACHE_DIR_ENV) and _marked_read_only(cache_path.parent):
-        if cache_path.parent in _READ_ONLY_WARNED:
-            return
-        _READ_ONLY_WARNED.add(cache_path.parent)
-        LOGGER.warning(f"WARNING: {cache_path.parent} is read-only (mode {stat.filemode(cache_path.parent.stat().st_mode)}), "
-                       f"labels not cached; set {CACHE_DIR_ENV}=<a writable folder> to cache them there")
+    if not may_write_cache(cache_path.parent, "labels"):
         return
     meta = {"version": CACHE_VERSION, "hash": key, "found": res.found, "missing": res.missing,
             "empty": res.empty, "corrupt": res.corrupt, "duplicates": res.duplicates}
