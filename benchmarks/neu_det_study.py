@@ -1,0 +1,155 @@
+"""Does attention help on real data? yolov5n (or s) fine-tuned on NEU-DET train, judged on NEU-DET val.
+
+    # the CPU study (what benchmarks/results/neu_det_study.md reports): 5 rows x 3 seeds, 30 epochs at 256
+    python benchmarks/neu_det_study.py
+
+    # the same question at the papers' scale, for a GPU
+    python benchmarks/neu_det_study.py --device 0 --imgsz 640 --epochs 100 --model s --seeds 5 --full
+
+Rows: the baseline, CBAM before SPPF, CBAM inside every C3 (C3CBAM), coordinate attention before
+SPPF, and the capacity control of CBAM (each CBAM replaced by a plain residual 1x1-conv bottleneck of
+about its parameters, models/attention/control.py); ``--full`` adds SE, ECA and GAM before SPPF and
+the control of C3CBAM. Every run is fine-tuned from the official weights with the same settings and
+seeds through compare.py, which judges each run's final weights (last.pt) on the 360 held-out val
+images and gives each difference from the baseline with a 95% paired-bootstrap interval over val
+images and seeds (utils/stats.py). NEU-DET is 1440 train / 360 val images of 200x200 px.
+
+Resumable: runs finished before (runs/study/<name>/runs.jsonl) are skipped, so the study can be
+run piece by piece (``--seeds 1`` first, then ``--seeds 3``); results are rewritten after every
+invocation. Writes benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and
+neu_det_study_curves.png; ``--out`` writes elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import compare  # noqa: E402
+from utils.cli import image_size, positive_int  # noqa: E402
+from utils.logging import LOGGER  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+ROWS = ["{m}.yaml", "{m}_CBAM.yaml", "control:{m}_CBAM.yaml", "{m}_C3CBAM.yaml", "{m}_CA.yaml"]
+FULL = ["{m}_SE.yaml", "{m}_ECA.yaml", "{m}_GAM.yaml", "control:{m}_C3CBAM.yaml"]
+
+
+def study_configs(model: str, full: bool, controls_dir: Path) -> list[str]:
+    """The study's config list for yolov5<model>; ``control:X`` entries become X's capacity control."""
+    from models.attention.control import control_configs
+
+    out = []
+    for row in ROWS + (FULL if full else []):
+        name = row.format(m=f"yolov5{model}")
+        if name.startswith("control:"):
+            out.append(control_configs([name.removeprefix("control:")], controls_dir)[1])
+        else:
+            out.append(name)
+    return out
+
+
+def baseline_rise(results_csvs: list[str], last: int = 5) -> tuple[float, float] | None:
+    """How much the baseline's val mAP50 and mAP50-95 rose over its last `last` epochs (mean over
+    runs): a curve that has nearly flattened rises little. None without per-epoch validation."""
+    import pandas as pd
+
+    rises = []
+    for f in results_csvs:
+        if not Path(f).is_file():
+            continue
+        df = pd.read_csv(f)
+        df.columns = [c.strip() for c in df.columns]
+        cols = [next(c for c in df.columns if c.endswith(k)) for k in ("mAP_0.5", "mAP_0.5:0.95")]
+        if len(df) <= last or (df[cols[0]] == 0).any():
+            continue
+        rises.append([float(df[c].iloc[-1] - df[c].iloc[-1 - last]) for c in cols])
+    if not rises:
+        return None
+    return tuple(float(sum(r[k] for r in rises) / len(rises)) for k in range(2))
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
+    """Copy compare.py's table and plots to `dest`/neu_det_study.*, with the study's note added."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(out["dir"] / "results.csv", dest / "neu_det_study.csv")
+    if (out["dir"] / "delta_ci.png").is_file():
+        shutil.copy(out["dir"] / "delta_ci.png", dest / "neu_det_study.png")
+    if (out["dir"] / "training_curves.png").is_file():
+        shutil.copy(out["dir"] / "training_curves.png", dest / "neu_det_study_curves.png")
+    runs = [r for rows in out["acc"].values() for r in rows]
+    train_s = sum(float(r.get("train_s") or 0) for r in runs)
+    base_csvs = [r["results_csv"] for r in out["acc"].get(out["cfgs"][0], [])]
+    rise = baseline_rise(base_csvs)
+    note = (f"Study: `python benchmarks/neu_det_study.py {' '.join(opt.argv)}`".rstrip() + f" — yolov5{opt.model} "
+            f"fine-tuned from {Path(opt.weights).name} on NEU-DET train (1440 images), judged on NEU-DET val "
+            f"(360 held-out images), {opt.imgsz} px, {opt.epochs} epochs, batch {opt.batch_size}, device "
+            f"{opt.device}; {len(runs)} training runs took {train_s / 3600:.2f} h of wall time in all on "
+            f"{cpu_name()} ({os.cpu_count()} logical CPUs), with other jobs sharing the cores at times. ")
+    if rise is not None:
+        note += (f"The baseline's val mAP50 rose by {rise[0]:+.3f} and its mAP50-95 by {rise[1]:+.3f} over its last 5 "
+                 f"epochs (mean over its {len(base_csvs)} run(s)). ")
+    md = (out["dir"] / "results.md").read_text()
+    (dest / "neu_det_study.md").write_text(note + "\n\n" + md)
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list("nsmlx"), default="n", help="YOLOv5 scale (default n)")
+    p.add_argument("--weights", default=None,
+                   help="weights to fine-tune from (default: ../shared/weights/yolov5<model>.pt when it exists, "
+                        "else yolov5<model>.pt, downloaded)")
+    p.add_argument("--imgsz", type=image_size, default=256)
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--full", action="store_true", help="add SE, ECA, GAM before SPPF and the C3CBAM control")
+    p.add_argument("--name", default=None, help="work folder runs/study/<name> (default neu_det, or neu_det_<model>)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where the results are written")
+    opt = p.parse_args(argv)
+    opt.argv = list(sys.argv[1:] if argv is None else argv)
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opt(argv)
+    os.chdir(ROOT)  # run keys hold the weights path as given: the same string from any folder
+    os.environ.setdefault("YOLO_DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
+    shared = Path("..") / "shared" / "weights" / f"yolov5{opt.model}.pt"
+    opt.weights = opt.weights or (str(shared) if shared.is_file() else f"yolov5{opt.model}.pt")
+    name = opt.name or ("neu_det" if opt.model == "n" else f"neu_det_{opt.model}")
+    work = ROOT / "runs" / "study"
+    cfgs = study_configs(opt.model, opt.full, work / name / "controls")
+    try:
+        out = compare.run(cfgs, data="neu-det.yaml", weights=opt.weights, imgsz=opt.imgsz, epochs=opt.epochs,
+                          seeds=opt.seeds, batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
+                          project=str(work), name=name)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 2
+    write_results(out, opt, opt.out)
+    LOGGER.info(f"Study results in {opt.out}/neu_det_study.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
