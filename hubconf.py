@@ -25,11 +25,12 @@ dependencies = ["torch", "torchvision", "yaml", "cv2", "numpy", "PIL", "pandas"]
 _SCALE = re.compile(r"^yolov5[nsmlx](6?)(.*)$")
 
 
-def custom(path: str = "yolov5s.pt", autoshape: bool = True, device: str | None = None):
-    """A checkpoint file (``best.pt``) as a :class:`models.hub.Detector` (or the bare model, ``autoshape=False``)."""
+def custom(path: str = "yolov5s.pt", autoshape: bool = True, device: str | None = None, half: bool = False):
+    """A checkpoint file (``best.pt``) or export as a :class:`models.hub.Detector` (or the bare model,
+    ``autoshape=False``); `half` as in :func:`models.hub.load`."""
     from models.hub import load
 
-    return load(path, autoshape=autoshape, device=device)
+    return load(path, autoshape=autoshape, device=device, half=half)
 
 
 def _config(name: str, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
