@@ -347,6 +347,11 @@ def test_format_benchmark_states_the_cpu_ceiling():
     assert "reaches 180 GFLOP/s on these 2 threads" in note
     assert "yolov5n 4.50 GFLOPs -> at least 25.0 ms (half its PyTorch time: 27.0 ms)" in note
     assert note.count("at least") == 1  # one floor per model, from its PyTorch row
+    assert "bf16" not in note  # no bf16 ceiling measured, none stated
+    bf16 = export_formats.gemm_peak_gflops(n=256, repeats=3, dtype=torch.bfloat16)
+    assert 0.5 < bf16 < 1e5
+    note = export_formats.ceiling_note(rows, peak=180.0, threads=2, peak_bf16=900.0)
+    assert "In bf16 the same product reaches 900 GFLOP/s (5.0x fp32)" in note
 
 
 # ------------------------------------------------------------------------------ second QA pass
