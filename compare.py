@@ -45,6 +45,7 @@ their folder (`A/my`, runs `A_my_seed0`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import glob
 import hashlib
@@ -191,24 +192,30 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, nc_from: str, q) -> None:
-    """Runs in a fresh process, so its peak memory belongs to this model alone."""
+def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, nc_from: str, half: bool, q) -> None:
+    """Runs in a fresh process, so its peak memory belongs to this model alone. `half`: CPU latency at
+    reduced precision (bf16 where the CPU has it natively, else FP32, said in one line)."""
     import torch
 
+    from models.backends import TorchMath
     from models.yolo import DetectionModel
     from utils.torch_utils import count_flops
 
     try:
         torch.set_num_threads(threads)
-        fused, yaml_cfg, imgsz = _runner(cfg, imgsz, nc, nc_from)
+        fused, yaml_cfg, imgsz = _runner(cfg, imgsz, nc, nc_from, half)
         model = DetectionModel(yaml_cfg, nc=nc).eval()
         params = sum(p.numel() for p in model.parameters())
+        math = TorchMath(torch.device("cpu"), half, fp16_ok=False)  # a built config: torch's own precision
+        if fused is None and math.refused:
+            LOGGER.warning(f"WARNING: --half: {cfg} runs in FP32: {math.refused}")
+        precision = fused.precision if fused is not None else math.precision
         fused = fused or copy.deepcopy(model).fuse()
         x = torch.rand(1, 3, *imgsz)
         _reset_peak_rss()
         rss0 = _rss_kb()
         times = []
-        with torch.inference_mode():
+        with torch.inference_mode(), (math.context() if isinstance(fused, torch.nn.Module) else contextlib.nullcontext()):
             for i in range(runs + 3):
                 t0 = time.perf_counter()
                 fused(x)
@@ -232,6 +239,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
             gpu_ms = statistics.median(gt)
         batch = 1 if getattr(fused, "dynamic", True) else int(getattr(fused, "meta", {}).get("batch") or 1)
         q.put({"params": params, "gflops": round(gflops, 2), "cpu_ms": round(statistics.median(times), 1),
+               "precision": precision,
                "timed_at": f"{imgsz[0]}x{imgsz[1]}" + (f", batch {batch} (fixed)" if batch > 1 else ""),
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
@@ -241,7 +249,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
                "user_error": isinstance(e, (ValueError, FileNotFoundError, CheckpointError))})
 
 
-def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
+def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc", half: bool = False):
     """What to time for `cfg`: (None, the YAML, (imgsz, imgsz)) for a config, which is built and fused;
     for a model file, its models/backends.py backend, the model YAML stored in it and the (height,
     width) it takes (a fixed-shape export: its own, said in the log).
@@ -252,7 +260,7 @@ def _runner(cfg: str, imgsz: int, nc: int | None, nc_from: str = "--nc"):
         return None, cfg, (imgsz, imgsz)
     from models.backends import load_backend
 
-    backend = load_backend(cfg, "cpu")
+    backend = load_backend(cfg, "cpu", half=half)
     if nc is not None and nc != backend.nc:
         raise ValueError(f"{cfg} has {_classes(backend.nc)}, but {nc_from} has {nc}: its cost would not be that of "
                          f"a model of {_classes(nc)}; compare files with {_classes(nc)}, or leave out "
@@ -274,14 +282,16 @@ def nc_source(nc: int | None, data: str | None) -> str:
     return "--nc" if nc is not None or not data else f"the dataset {data} (--data)"
 
 
-def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None, nc_from: str = "--nc") -> dict:
-    """Parameters, GFLOPs, median fused CPU latency (batch 1), GPU latency, peak inference memory.
+def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None = None, nc_from: str = "--nc",
+                 half: bool = False) -> dict:
+    """Parameters, GFLOPs, median fused CPU latency (batch 1; at bf16 with `half` on a CPU with native
+    bf16), GPU latency (FP32), peak inference memory, and the CPU precision used.
 
     `nc_from` names where `nc` came from (:func:`nc_source`) in the error for a model file of
     another class count. RuntimeError naming `cfg` when the measurement fails."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, nc_from, q))
+    p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, nc_from, half, q))
     p.start()
     res = q.get()
     p.join()
@@ -546,7 +556,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
         name: str = "exp", no_identity_start: bool = False, noval: bool = False, control: bool = False,
-        bootstrap: int = 1000, storage: str | None = None) -> dict:
+        bootstrap: int = 1000, storage: str | None = None, half: bool = False) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths. `storage`:
     an Optuna RDB URL through which several processes share the training runs (utils/grid.py)."""
     cfgs = expand_cfgs(cfg)
@@ -572,6 +582,8 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
                              hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start,
                              noval=noval)
     cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
+    if half:  # only when set, so that runs measured before this option keep their keys
+        cost_settings["half"] = True
     train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
     if no_identity_start:  # only when set, so that runs measured before this option keep their keys
         train_settings["no_identity_start"] = True
@@ -616,6 +628,9 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
     rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
     note = cost_note(rows, imgsz, runs, threads)
+    if half:
+        used = sorted({str(cost[c].get("precision", "FP32")) for c in cfgs})
+        note += f" --half: CPU latency at {', '.join(used)}."
     if acc:
         note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
     if missing:
@@ -673,7 +688,7 @@ def _cost(c: str, name: str, settings: dict, done: dict, log: Path, progress: Pr
         LOGGER.info(f"{step} {name}: measuring cost at {settings['imgsz']} ...")
         t0 = time.perf_counter()
         res = measure_cost(c, settings["imgsz"], settings["threads"], settings["runs"], settings["nc"],
-                           nc_from=nc_from)
+                           nc_from=nc_from, half=bool(settings.get("half")))
         progress.done(time.perf_counter() - t0)
         append_done(log, {"key": key, "kind": "cost", "cfg": c, "settings": settings, "result": res})
     if res["cpu_ms"] > SLOW_FORWARD_MS:

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 from models.backends import load_backend  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
-from utils.cli import check_img_size, image_size, increment_path, parse_imgsz, print_args  # noqa: E402
+from utils.cli import HALF_HELP, check_img_size, image_size, increment_path, parse_imgsz, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -114,7 +114,7 @@ def run(
         raise ValueError(NO_SOURCE)
     save_img = not nosave
     dev = select_device(device)
-    model = load_backend(weights, dev, half=half)  # says so when --half cannot apply (FP16 runs on CUDA only)
+    model = load_backend(weights, dev, half=half)  # names its precision; says so when --half cannot apply
     if visualize and model.fmt != "pytorch":
         raise ValueError(f"--visualize reads the feature maps of PyTorch layers: it needs a .pt checkpoint, and "
                          f"{weights} is a {model.fmt} export (run it on the .pt it was exported from)")
@@ -284,7 +284,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                    help="bounding box thickness (pixels; default: from the image size, 1 below ~500 px, 2 at 640)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
-    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--half", action="store_true", help=HALF_HELP)
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--save-csv", action="store_true", help="save results in CSV format (predictions.csv)")
     p.add_argument("--visualize", action="store_true", help="save the feature maps of every stage")

@@ -96,9 +96,10 @@ def _module(name: str) -> types.ModuleType:
     return importlib.import_module(f"{_PREFIX}.{name}")
 
 
-def custom(path: str = "yolov5s.pt", autoshape: bool = True, device: str | None = None):
-    """A checkpoint file (``best.pt``) as a :class:`models.hub.Detector` (or the bare model, ``autoshape=False``)."""
-    return _module("models.hub").load(path, autoshape=autoshape, device=device)
+def custom(path: str = "yolov5s.pt", autoshape: bool = True, device: str | None = None, half: bool = False):
+    """A checkpoint file (``best.pt``) or export as a :class:`models.hub.Detector` (or the bare model,
+    ``autoshape=False``); `half` as in :func:`models.hub.load`."""
+    return _module("models.hub").load(path, autoshape=autoshape, device=device, half=half)
 
 
 def _config(name: str, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,

@@ -27,7 +27,7 @@ from models.backends import load_backend  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from utils import coco  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.cli import check_img_size, image_size, increment_path, print_args  # noqa: E402
+from utils.cli import HALF_HELP, check_img_size, image_size, increment_path, print_args  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, summarize  # noqa: E402
@@ -392,7 +392,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="reuse an existing project/name")
-    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
+    p.add_argument("--half", action="store_true", help=HALF_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--plots", dest="plots", action="store_true", default=True, help="save plots (default)")
     g.add_argument("--noplots", dest="plots", action="store_false", help="save no plots")

@@ -16,12 +16,19 @@ Loading runs no code from the file:
   never handed to Python's ``exec``). The file is checked to be a TorchScript archive with
   the export metadata before ``torch.jit.load`` sees it.
 
+Precision: every backend runs at the precision its file holds (FP32 for an FP32 export, set
+explicitly, so that a runtime's own default, such as OpenVINO's bf16 on CPUs with AVX512_BF16 or
+AMX, does not lower it), unless ``half=True`` asks for reduced precision: FP16 on CUDA, bf16 on a
+CPU with native bf16 (:func:`utils.device.half_dtype`). The "Loaded ..." log line names the
+precision in use, and a backend that cannot honour ``half`` says in one line that it runs FP32.
+
 Every exported file carries :data:`META_KEY` metadata (stride, names, imgsz, batch, dynamic,
 the model YAML) written by ``export.py``; a file without it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 import zipfile
@@ -33,6 +40,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError
+from utils.device import exact_fp32, half_dtype, lowered_fpmath_env, no_half_reason
 from utils.logging import LOGGER
 
 META_KEY = "yolov5_attention"
@@ -72,12 +80,16 @@ class Backend:
     Attributes: ``stride`` (int, largest stride), ``names`` (class names), ``imgsz`` ((h, w) the
     file was exported at, or None for a .pt), ``batch`` (fixed batch size, or None when free),
     ``dynamic`` (any input height/width that is a multiple of the stride works), ``fp16``
-    (inputs must be float16), ``channels_last`` (NHWC input memory is faster), ``meta``.
+    (inputs must be float16), ``channels_last`` (NHWC input memory is faster), ``meta``,
+    ``precision`` (the precision the model computes in, in words: 'FP32', 'BF16', 'INT8 + FP32', ...)
+    and ``half_refused`` (why ``half=True`` could not apply, or None).
     """
 
     fmt = "base"
     channels_last = False
     fp16 = False
+    precision = "FP32"
+    half_refused: str | None = None
 
     def __init__(self, path: Path, device: torch.device, meta: dict):
         self.path, self.device, self.meta = path, device, meta
@@ -123,7 +135,30 @@ class Backend:
 
     def describe(self) -> str:
         shape = "dynamic shape" if self.dynamic else f"fixed {self.batch}x3x{self.imgsz[0]}x{self.imgsz[1]}"
-        return f"{self.path} ({self.fmt}, {shape}, stride {self.stride}, {self.nc} classes)"
+        return f"{self.path} ({self.fmt}, {self.precision}, {shape}, stride {self.stride}, {self.nc} classes)"
+
+
+class TorchMath:
+    """The precision of a model run by torch itself (a .pt or TorchScript file): FP32 at IEEE precision
+    on the CPU (see utils.device.exact_fp32), FP16 weights on CUDA, or bf16 autocast on a CPU with
+    native bf16 when `half` is asked for."""
+
+    def __init__(self, device: torch.device, half: bool, fp16_ok: bool):
+        dtype = half_dtype(device) if half else None
+        self.device = device
+        self.fp16 = dtype is torch.float16 and fp16_ok
+        self.bf16 = dtype is torch.bfloat16
+        self.precision = "FP16" if self.fp16 else "BF16 (autocast)" if self.bf16 else "FP32"
+        self.refused = None
+        if half and not (self.fp16 or self.bf16):
+            self.refused = (no_half_reason(device) if dtype is None
+                            else "its precision was fixed when exporting (export.py; FP16 on CUDA needs a .pt)")
+
+    def context(self) -> contextlib.AbstractContextManager:
+        """Where the model's forward pass runs: bf16 autocast, or IEEE FP32 math on the CPU."""
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return exact_fp32() if self.device.type == "cpu" else contextlib.nullcontext()
 
 
 class PyTorchBackend(Backend):
@@ -137,7 +172,8 @@ class PyTorchBackend(Backend):
         self.model = load_model(path, device, fuse=True)
         super().__init__(path, device, {"stride": int(self.model.stride.max()), "names": list(self.model.names),
                                         "imgsz": None, "dynamic": True, "batch": None, "yaml": self.model.yaml})
-        self.fp16 = bool(half) and device.type == "cuda"
+        self.math = TorchMath(device, half, fp16_ok=True)
+        self.fp16, self.precision, self.half_refused = self.math.fp16, self.math.precision, self.math.refused
         if self.fp16:
             self.model.half()
         self.channels_last = device.type == "cpu"  # NHWC convolutions are faster with torch's CPU kernels
@@ -147,8 +183,10 @@ class PyTorchBackend(Backend):
     def __call__(self, im: torch.Tensor, augment: bool = False) -> torch.Tensor:
         if self.channels_last:
             im = im.contiguous(memory_format=torch.channels_last)
-        y = self.model(im, augment=augment)
-        return y[0] if isinstance(y, (list, tuple)) else y
+        with self.math.context():
+            y = self.model(im, augment=augment)
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        return y.float() if self.math.bf16 else y
 
 
 def is_torchscript_archive(names: list[str]) -> bool:
@@ -180,10 +218,12 @@ class TorchScriptBackend(Backend):
         except Exception as e:  # noqa: BLE001 - whatever torch raises, the user gets one line naming the file
             raise ExportFileError(f"{path}: not a loadable TorchScript model ({_one_line(e)})") from None
         super().__init__(path, device, parse_metadata(extra[TORCHSCRIPT_META], str(path)))
-        self.fp16 = bool(self.meta.get("half")) and device.type == "cuda"
+        self.math = TorchMath(device, half, fp16_ok=bool(self.meta.get("half")))
+        self.fp16, self.precision, self.half_refused = self.math.fp16, self.math.precision, self.math.refused
 
     def forward(self, im: torch.Tensor) -> torch.Tensor:
-        return self.model(im.half() if self.fp16 else im).float()
+        with self.math.context():
+            return self.model(im.half() if self.fp16 else im).float()
 
 
 class OnnxBackend(Backend):
@@ -201,6 +241,8 @@ class OnnxBackend(Backend):
         opts.intra_op_num_threads = torch.get_num_threads()
         # no busy-waiting between runs: the NMS and pre-processing that follow need the cores
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # FP32 stays FP32: the one ONNX Runtime option that lowers float32 GEMMs to bf16 (ARM64) is pinned off
+        opts.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001
@@ -209,6 +251,10 @@ class OnnxBackend(Backend):
         super().__init__(path, device, parse_metadata(meta, str(path)))
         self.input_name = self.session.get_inputs()[0].name
         self.fp16 = "float16" in self.session.get_inputs()[0].type
+        self.precision = "FP16" if self.fp16 else "FP32"
+        if half and not self.fp16:
+            self.half_refused = ("ONNX Runtime has no bf16 kernels for the CPU; the OpenVINO export runs bf16 "
+                                 "with --half" if device.type == "cpu" else "its precision was fixed when exporting")
 
     def forward(self, im: torch.Tensor) -> torch.Tensor:
         x = im.detach().cpu().numpy().astype(np.float16 if self.fp16 else np.float32, copy=False)
@@ -229,7 +275,12 @@ def _openvino_xml(path: Path) -> Path:
 
 
 class OpenVINOBackend(Backend):
-    """An OpenVINO IR (`*_openvino_model/` folder or its `.xml`), compiled for the CPU."""
+    """An OpenVINO IR (`*_openvino_model/` folder or its `.xml`), compiled for the CPU.
+
+    The CPU plugin's INFERENCE_PRECISION_HINT is always set: f32, or bf16 when `half` is asked for
+    and the CPU has native bf16 (left to itself the plugin picks bf16 on such CPUs, f16 on ARM).
+    The weights' storage (FP32, FP16 from export.py --half, INT8) is the export's; the hint sets the
+    precision of the float computation, also of an INT8 model's float parts."""
 
     fmt = "openvino"
 
@@ -246,9 +297,22 @@ class OpenVINOBackend(Backend):
         super().__init__(path, device, parse_metadata(meta, str(path)))
         if device.type != "cpu":
             LOGGER.warning(f"WARNING: {path}: OpenVINO runs on the CPU here; --device {device} ignored for it")
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        self.compiled = core.compile_model(model, "CPU", config)
+        bf16 = bool(half) and half_dtype(torch.device("cpu")) is torch.bfloat16  # OpenVINO runs on the CPU
+        if half and not bf16:
+            self.half_refused = no_half_reason(torch.device("cpu"))
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+                  "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"}
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # noqa: BLE001
+            raise ExportFileError(f"{xml}: OpenVINO could not compile it ({_one_line(e)})") from None
         self.output = self.compiled.output(0)
+        self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if self.inference_precision != config["INFERENCE_PRECISION_HINT"]:
+            raise ExportFileError(f"{xml}: OpenVINO compiled it for {self.inference_precision}, not the "
+                                  f"{config['INFERENCE_PRECISION_HINT']} asked for")
+        stored = {"int8": "INT8 + ", "fp16": "FP16 weights, "}.get(str(self.meta.get("precision", "fp32")), "")
+        self.precision = stored + self.inference_precision.upper().replace("F32", "FP32")
 
     def forward(self, im: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(im.detach().cpu().float().numpy())
@@ -309,13 +373,14 @@ def load_backend(weights: str | Path, device: torch.device | str = "cpu", half: 
         raise ExportFileError(f"{path}: an OpenVINO export is a folder holding .xml and .bin files")
     if key != OPENVINO_DIR and path.is_dir():
         raise ExportFileError(f"{path}: is a folder, not a {key} file")
-    if half and device.type != "cuda":
-        LOGGER.warning(f"WARNING: --half is FP16 inference on CUDA only; {path.name} runs in FP32 on {device.type}")
-    elif half and key not in (".pt", ".torchscript"):
-        LOGGER.warning(f"WARNING: --half does not apply to {path.name}: an export's precision is chosen when "
-                       "exporting (export.py --half for OpenVINO FP16)")
     backend = BACKENDS[key](path, device, half=half)
     LOGGER.info(f"Loaded {backend.describe()}")
+    if half and backend.half_refused:
+        LOGGER.warning(f"WARNING: --half: {path.name} runs in FP32: {backend.half_refused}")
+    env = lowered_fpmath_env()
+    if env and isinstance(getattr(backend, "math", None), TorchMath) and backend.precision == "FP32":
+        LOGGER.warning(f"WARNING: {env} is set: torch computes {path.name}'s FP32 convolutions at lower "
+                       "precision; unset it for FP32 results")
     return backend
 
 

@@ -288,7 +288,8 @@ class Detector(nn.Module):
                         f"not size={size} (export with --dynamic for free sizes)")
         x = np.stack([letterbox(im, shape, auto=False, stride=self.stride)[0] for im in ims])
         x = np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2))
-        return torch.from_numpy(x).to(self.device).float() / 255
+        x = torch.from_numpy(x).to(self.device).float() / 255
+        return x.half() if getattr(self.model, "fp16", False) else x  # a backend that takes FP16 inputs
 
     @torch.inference_mode()
     def forward(self, ims: ImageLike | list[ImageLike], size: int | tuple[int, int] = 640,
@@ -356,7 +357,8 @@ def _from_config(name: str, pretrained: bool, channels: int, classes: int | None
 
 
 def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: int | None = None,
-         autoshape: bool = True, device: str | torch.device | None = None) -> Detector | nn.Module:
+         autoshape: bool = True, device: str | torch.device | None = None, half: bool = False
+         ) -> Detector | nn.Module:
     """Load a detector for Python use.
 
     `name`: a checkpoint file (``best.pt``; official names such as ``yolov5s.pt`` are downloaded
@@ -366,9 +368,13 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     export letterboxes every batch to its own size), or a model config name or YAML (``yolov5n``, ``yolov5n_CBAM``,
     ``path/to/cfg.yaml``): built with `channels` input channels and `classes` classes, random
     weights unless `pretrained` (then the official base checkpoint, see :func:`_from_config`).
+    `half`: reduced precision for a model file, as ``--half`` in detect.py: FP16 on CUDA, bf16 on a
+    CPU with native bf16 (AVX512_BF16 or AMX), else FP32 with one line saying so; the file is then
+    opened through :func:`models.backends.load_backend` (a ``.pt`` too, fused), whose "Loaded ..."
+    line names the precision.
     Returns a :class:`Detector` (eval mode) or, with ``autoshape=False``, the bare model.
     Raises FileNotFoundError (missing file or config), CheckpointError (unreadable checkpoint),
-    ValueError (unsupported file type).
+    ValueError (unsupported file type; `half` with a model config).
     """
     from models.backends import BACKENDS, format_key, load_backend
     from utils.device import select_device
@@ -376,10 +382,15 @@ def load(name: str | Path, pretrained: bool = True, channels: int = 3, classes: 
     dev = select_device("" if device is None else device, verbose=False)
     s = str(name)
     suffix = Path(s).suffix.lower()
-    if suffix in LOADERS:
+    if half and (format_key(s) in BACKENDS or Path(s).is_dir()):  # reduced precision is the backends' concern
+        model = load_backend(s, dev, half=True)
+    elif suffix in LOADERS:
         model = LOADERS[suffix](s, dev)
     elif format_key(s) in BACKENDS or Path(s).is_dir():  # an export (.onnx, .torchscript, *_openvino_model/)
         model = load_backend(s, dev)  # a folder of another name: one line, with a hint when it holds an .xml
+    elif half and suffix in ("", ".yaml", ".yml"):
+        raise ValueError(f"{s}: half=True applies to model files (.pt or an export), not to a model built from "
+                         "a config; load the trained .pt with half=True")
     elif suffix in ("", ".yaml", ".yml"):
         model = _from_config(s, pretrained, channels, classes).to(dev).eval()
     else:

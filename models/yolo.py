@@ -72,8 +72,11 @@ class Detect(nn.Module):
             bs, _, ny, nx = x[i].shape
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
-                grid, anchor_grid = self._grid(i, nx, ny, x[i])
-                xy, wh, rest = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
+                # bf16 (CPU autocast) keeps 8 significant bits: pixel coordinates up to 640 would round to
+                # 4 px, so its outputs are decoded in float32
+                p = x[i].float() if x[i].dtype == torch.bfloat16 else x[i]
+                grid, anchor_grid = self._grid(i, nx, ny, p)
+                xy, wh, rest = p.sigmoid().split((2, 2, self.nc + 1), 4)
                 xy = (xy * 2 + grid) * self.stride[i]
                 wh = (wh * 2) ** 2 * anchor_grid
                 z.append(torch.cat((xy, wh, rest), 4).view(bs, -1, self.no))

@@ -347,6 +347,11 @@ def test_format_benchmark_states_the_cpu_ceiling():
     assert "reaches 180 GFLOP/s on these 2 threads" in note
     assert "yolov5n 4.50 GFLOPs -> at least 25.0 ms (half its PyTorch time: 27.0 ms)" in note
     assert note.count("at least") == 1  # one floor per model, from its PyTorch row
+    assert "bf16" not in note  # no bf16 ceiling measured, none stated
+    bf16 = export_formats.gemm_peak_gflops(n=256, repeats=3, dtype=torch.bfloat16)
+    assert 0.5 < bf16 < 1e5
+    note = export_formats.ceiling_note(rows, peak=180.0, threads=2, peak_bf16=900.0)
+    assert "In bf16 the same product reaches 900 GFLOP/s (5.0x fp32)" in note
 
 
 # ------------------------------------------------------------------------------ second QA pass
@@ -398,9 +403,14 @@ def test_dynamic_onnx_output_keeps_its_width(exported):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", "boxes", 85]
 
 
-def test_misnamed_files_and_ignored_flags_are_named(exported, bus, tmp_path):
-    """A renamed OpenVINO folder gets a hint, a .torchscript renamed .pt one line, --half on the CPU a warning."""
+def test_misnamed_files_and_ignored_flags_are_named(exported, bus, tmp_path, monkeypatch):
+    """A renamed OpenVINO folder gets a hint, a .torchscript renamed .pt one line, --half on a CPU
+    without native bf16 a warning."""
     import shutil
+
+    import utils.device
+
+    monkeypatch.setattr(utils.device, "cpu_info", lambda: ("AVX2-only CPU", frozenset({"avx2"})))
 
     from models.checkpoint import CheckpointError, load_checkpoint
 
@@ -429,7 +439,8 @@ def test_misnamed_files_and_ignored_flags_are_named(exported, bus, tmp_path):
         load_backend(exported["onnx"], "cpu", half=True)
         detect.run(weights=exported["onnx"], source=bus, imgsz=64, half=True, nosave=True, project=tmp_path)
     half = [m for m in lg.lines if "--half" in m]
-    assert len(half) == 3 and all("runs in FP32 on cpu" in m for m in half)
+    assert len(half) == 3 and all("runs in FP32: " in m for m in half)
+    assert "no native bf16" in half[0] and "ONNX Runtime has no bf16 kernels" in half[1]
     assert "yolov5n.pt" in half[0] and "yolov5n.onnx" in half[1] and "yolov5n.onnx" in half[2]
 
 

@@ -121,3 +121,6 @@ def parse_imgsz(values: list[int]) -> tuple[int, int]:
     if not 1 <= len(values) <= 2:
         raise ValueError(f"--imgsz takes one size or two (height width), got {len(values)}: {values}")
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+HALF_HELP = ("reduced precision: FP16 on CUDA, bf16 on a CPU with native bf16 (AVX512_BF16 or AMX); "
+             "elsewhere FP32, said in one line")
