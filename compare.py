@@ -556,9 +556,10 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         seeds: int = 1, batch_size: int = 16, hyp: str | None = None, threads: int = 2, runs: int = 20,
         device: str = "cpu", workers: int = 2, nc: int | None = None, project: str = str(ROOT / "runs/compare"),
         name: str = "exp", no_identity_start: bool = False, noval: bool = False, control: bool = False,
-        bootstrap: int = 1000, storage: str | None = None, half: bool = False) -> dict:
+        bootstrap: int = 1000, storage: str | None = None, half: bool = False, report: bool = False) -> dict:
     """Measure every config (see the module docstring); returns the rows and output paths. `storage`:
-    an Optuna RDB URL through which several processes share the training runs (utils/grid.py)."""
+    an Optuna RDB URL through which several processes share the training runs (utils/grid.py).
+    `report`: train nothing; the table holds the runs finished so far (the note lists the others)."""
     cfgs = expand_cfgs(cfg)
     evaluate_files = _check_request(cfgs, data, weights, epochs, control, storage)
     out = Path(project) / name
@@ -617,12 +618,16 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
             res = train_once(j.record["cfg"], j.record["seed"], opt, out / "train", label=names[j.record["cfg"]])
             return {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log, embed=bool(storage))}
 
-        trained, missing = work_through(ledger, jobs, train_and_evaluate, train_progress)
+        if report:  # what is finished, nothing trained
+            trained = {j.key: r for j in jobs if (r := ledger.get(j.key)) is not None}
+            missing = [j for j in jobs if j.key not in trained]
+        else:
+            trained, missing = work_through(ledger, jobs, train_and_evaluate, train_progress)
         for j in jobs:  # in config and seed order, whichever process trained them
             if j.key in trained:
                 res = trained[j.key]
-                if _stats_of(res) is None:  # trained before runs were evaluated with their training: evaluate now
-                    res = {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log)}
+                if _stats_of(res) is None and _last_pt(res).is_file():  # trained before runs were evaluated with
+                    res = {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log)}  # their training
                 acc.setdefault(j.record["cfg"], []).append(res)
 
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
@@ -634,13 +639,15 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     if acc:
         note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
     if missing:
-        note += (" Missing training runs (failed; see the log of the process that ran them): "
+        note += ((" Not trained yet (--report: the table holds the runs finished so far): " if report else
+                  " Missing training runs (failed; see the log of the process that ran them): ")
                  + ", ".join(j.label for j in missing) + ".")
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out, names) + plot_differences(diffs, cfgs, names, out)
     LOGGER.info("\n" + table(rows))
     LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
-    return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots, "differences": diffs}
+    return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots, "differences": diffs,
+            "acc": acc, "cfgs": cfgs}
 
 
 def format_of(cfg: str) -> str:
@@ -719,13 +726,18 @@ def _final_weights_result(res: dict, label: str, opt: argparse.Namespace, settin
                           embed: bool = False) -> dict:
     """The evaluation of a training run's last.pt (:func:`_evaluate`); with `embed`, its match statistics
     travel inside the result (base64 of the .npz) so that workers on other machines can build the table."""
-    last = Path(res["results_csv"]).parent / "weights" / "last.pt"
+    last = _last_pt(res)
     ev = _evaluate(last, label, opt, settings, done, log, last.parent.parent / "val_last")
     if embed:
         import base64
 
         ev = {**ev, "stats_npz": base64.b64encode(Path(ev["stats"]).read_bytes()).decode()}
     return ev
+
+
+def _last_pt(res: dict) -> Path:
+    """A training result's final weights."""
+    return Path(res.get("results_csv") or "").parent / "weights" / "last.pt"
 
 
 def _stats_of(res: dict):
@@ -823,6 +835,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control", action="store_true",
                    help="add a capacity control for each attention config: its blocks replaced by plain residual "
                         "1x1-conv bottlenecks of about the same parameters (needs --epochs)")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: the table of the training runs finished so far (with --storage, by any worker)")
     p.add_argument("--bootstrap", type=positive_int, default=1000,
                    help="bootstrap resamples of the val images for the confidence intervals")
     p.add_argument("--storage", default=None,

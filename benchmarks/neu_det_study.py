@@ -125,6 +125,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full", action="store_true", help="add SE, ECA, GAM before SPPF and the C3CBAM control")
     p.add_argument("--name", default=None, help="work folder runs/study/<name> (default neu_det, or neu_det_<model>)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the results are written")
+    p.add_argument("--report", action="store_true", help="train nothing: write the results of the runs finished so far")
     opt = p.parse_args(argv)
     opt.argv = list(sys.argv[1:] if argv is None else argv)
     return opt
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = compare.run(cfgs, data="neu-det.yaml", weights=opt.weights, imgsz=opt.imgsz, epochs=opt.epochs,
                           seeds=opt.seeds, batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
-                          project=str(work), name=name)
+                          project=str(work), name=name, report=opt.report)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         LOGGER.error(f"ERROR: {e}")
         return 2

@@ -97,6 +97,22 @@ def test_rerun_skips_everything(compared, synth, monkeypatch):
     assert [r["config"] for r in out["rows"]] == ["yolov5n", "yolov5n_SE"]
 
 
+def test_report_trains_nothing_and_names_what_is_missing(compared, synth, monkeypatch):
+    _, d = compared
+
+    def boom(*a, **k):
+        raise AssertionError("trained")
+
+    monkeypatch.setattr(compare, "train_once", boom)
+    monkeypatch.setattr(compare, "evaluate", boom)
+    out = compare.run([*CFGS, "yolov5n_CA.yaml"], data=str(synth), **TINY, project=str(d.parent), name="tiny",
+                      report=True)
+    assert [r["seeds"] for r in out["rows"]] == [2, 2, 0]
+    assert out["rows"][1]["Δ mAP50-95 95% CI"] != "-" and out["rows"][2]["verdict"] == "-"
+    assert "Not trained yet" in (d / "results.md").read_text() and "yolov5n_CA seed 1" in (d / "results.md").read_text()
+    assert compare.parse_opt(["--cfg", "a.yaml", "--report"]).report
+
+
 def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
     """Stop during the third training run (and leave a torn line): the rerun trains only what is missing."""
     calls: list[tuple[str, int]] = []
