@@ -581,7 +581,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     done = load_done(log)
     opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
                              hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start,
-                             noval=noval)
+                             noval=noval, name=name)
     cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
     if half:  # only when set, so that runs measured before this option keep their keys
         cost_settings["half"] = True
@@ -612,23 +612,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
             acc[c] = [{**res, "gate": mean_gate(c) if format_of(c) == ".pt" else None}]
     missing: list[Job] = []
     if jobs:
-        ledger = StorageLedger(storage, f"compare/{name}", jobs) if storage else LocalLedger(log, done, append_done)
-
-        def train_and_evaluate(j: Job) -> dict:
-            res = train_once(j.record["cfg"], j.record["seed"], opt, out / "train", label=names[j.record["cfg"]])
-            return {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log, embed=bool(storage))}
-
-        if report:  # what is finished, nothing trained
-            trained = {j.key: r for j in jobs if (r := ledger.get(j.key)) is not None}
-            missing = [j for j in jobs if j.key not in trained]
-        else:
-            trained, missing = work_through(ledger, jobs, train_and_evaluate, train_progress)
-        for j in jobs:  # in config and seed order, whichever process trained them
-            if j.key in trained:
-                res = trained[j.key]
-                if _stats_of(res) is None and _last_pt(res).is_file():  # trained before runs were evaluated with
-                    res = {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log)}  # their training
-                acc.setdefault(j.record["cfg"], []).append(res)
+        acc, missing = _grid_results(jobs, opt, names, out, eval_settings, done, log, train_progress, storage, report)
 
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
     rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
@@ -648,6 +632,33 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
     return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots, "differences": diffs,
             "acc": acc, "cfgs": cfgs}
+
+
+def _grid_results(jobs: list[Job], opt: argparse.Namespace, names: dict[str, str], out: Path, eval_settings: dict,
+                  done: dict, log: Path, progress: Progress, storage: str | None,
+                  report: bool) -> tuple[dict[str, list[dict]], list[Job]]:
+    """Train (or, with `report`, only collect) the grid's runs through the local or shared ledger; each
+    result joined with the evaluation of its last.pt. Returns (results per config in seed order, the
+    jobs without a result)."""
+    ledger = StorageLedger(storage, f"compare/{opt.name}", jobs) if storage else LocalLedger(log, done, append_done)
+
+    def train_and_evaluate(j: Job) -> dict:
+        res = train_once(j.record["cfg"], j.record["seed"], opt, out / "train", label=names[j.record["cfg"]])
+        return {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log, embed=bool(storage))}
+
+    if report:  # what is finished, nothing trained
+        trained = {j.key: r for j in jobs if (r := ledger.get(j.key)) is not None}
+        missing = [j for j in jobs if j.key not in trained]
+    else:
+        trained, missing = work_through(ledger, jobs, train_and_evaluate, progress)
+    acc: dict[str, list[dict]] = {}
+    for j in jobs:  # in config and seed order, whichever process trained them
+        if j.key in trained:
+            res = trained[j.key]
+            if _stats_of(res) is None and _last_pt(res).is_file():  # trained before runs were evaluated with
+                res = {**res, **_final_weights_result(res, j.label, opt, eval_settings, done, log)}  # their training
+            acc.setdefault(j.record["cfg"], []).append(res)
+    return acc, missing
 
 
 def format_of(cfg: str) -> str:
