@@ -36,9 +36,14 @@ CONFIGS = ["yolov5n_CBAM.yaml", "yolov5n_SE.yaml", "yolov5n_CA.yaml", "yolov5n_G
 BASELINE = "yolov5n.yaml"
 # candidate name -> the gate hyperparameters it sets on top of hyp.scratch-low.yaml
 CANDIDATES: dict[str, dict] = {
-    "control": {"gate_schedule": "train", "gate_lr_mult": 1.0},  # identity start, gate trained at the base lr
-    "lr_x100": {"gate_schedule": "train", "gate_lr_mult": 100.0},  # gates in their own group at 100x lr
-    "fade": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0},  # the default
+    # identity start, gate trained at the base lr
+    "control": {"gate_schedule": "train", "gate_lr_mult": 1.0, "gate_calibration_images": 0},
+    # gates in their own group at 100x lr
+    "lr_x100": {"gate_schedule": "train", "gate_lr_mult": 100.0, "gate_calibration_images": 0},
+    # faded in over the LR warmup, blocks as initialised (the default before calibration)
+    "fade_uncal": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 0},
+    # the default: faded in, each block's output scale calibrated on 32 training images first
+    "fade": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 32},
 }
 
 

@@ -29,7 +29,7 @@ def test_outputs_and_resume(tmp_path, monkeypatch):
     args = ["--epochs", "3", "--cfg", "yolov5n_CBAM.yaml", "yolov5n_C3CBAM.yaml", "--work", str(tmp_path / "w"),
             "--out", str(tmp_path / "out" / "gs")]
     assert gate_study.main(args) == 0
-    assert len(calls) == 7  # baseline + 2 configs x 3 candidates
+    assert len(calls) == 9  # baseline + 2 configs x 4 candidates
     for suffix in (".csv", ".md", ".png"):
         assert (tmp_path / "out" / f"gs{suffix}").is_file()
     rows = list(csv.DictReader(open(tmp_path / "out" / "gs.csv", encoding="utf-8")))
@@ -37,7 +37,7 @@ def test_outputs_and_resume(tmp_path, monkeypatch):
     assert by[("yolov5n", "baseline")]["mean abs gate"] == "-"
     assert by[("yolov5n_C3CBAM", "fade")]["mean abs gate"] == "1.000"  # |gate| of blocks with either sign
     assert by[("yolov5n_CBAM", "lr_x100")]["mAP50-95 per epoch"] == "0.200 0.210 0.220"
-    assert gate_study.main(args) == 0 and len(calls) == 7  # resumed: nothing trained again
+    assert gate_study.main(args) == 0 and len(calls) == 9  # resumed: nothing trained again
 
 
 def test_missing_weights_is_one_clear_line(tmp_path, monkeypatch):
