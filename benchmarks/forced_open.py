@@ -79,6 +79,16 @@ def measure(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, im
     return out
 
 
+def _command(opt: argparse.Namespace) -> str:
+    """The command line that measures the table (work-file and output paths left out)."""
+    cmd = "python benchmarks/forced_open.py"
+    if opt.blocks:
+        cmd += " --blocks " + " ".join(opt.blocks)
+    if opt.placements != list(PLACEMENTS):
+        cmd += " --placements " + " ".join(opt.placements)
+    return cmd
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", nargs="+", default=None, help="block names (default: all channel-keeping blocks)")
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             f"initialised (seed 0); calibrated = after models.transfer.calibrate_new_blocks on "
             f"{opt.calibration_images} coco128 images (train.py's default). gate-0 max diff: largest change of the "
             "gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
-            f"`python benchmarks/forced_open.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip())
+            f"`{_command(opt)}`.")
     write_results(rows, opt.out, note)
     return 0
 
