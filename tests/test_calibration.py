@@ -126,3 +126,23 @@ def test_forced_open_keeps_the_pretrained_map(weights_n, coco128):
         for b in res.identity:
             m.get_submodule(b).gate.data.fill_(1)
         assert m_ap(m) >= base - tol, cfg
+
+
+@pytest.mark.filterwarnings("ignore")  # tracer warnings
+def test_calibrated_block_exports_to_onnx():
+    """The output scale is part of the exported graph: onnxruntime gives the calibrated block's output."""
+    import io
+
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    m = CBAM(32)
+    m.calibrate(_features())
+    m.eval()
+    x = _features(seed=1)[:1]
+    f = io.BytesIO()
+    torch.onnx.export(m, (x,), f, opset_version=17, dynamo=False, input_names=["x"], output_names=["y"])
+    y = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), m(x), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(m(x), m.attend(x), rtol=1e-2)  # the scale matters here
