@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-images", type=int, default=32)
     p.add_argument("--work", default=str(ROOT / "runs" / "forced_open.jsonl"))
     p.add_argument("--out", default=str(RESULTS / "forced_open"))
+    p.add_argument("--table-only", action="store_true",
+                   help="measure nothing: write the table from the work file, naming the configs not yet measured")
     opt = p.parse_args(argv)
     os.environ.setdefault("YOLO_DATASETS_DIR", str(ROOT.parent / "shared" / "datasets"))
     if not WEIGHTS.is_file():
@@ -119,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             done[r["cfg"]] = r
     cfgs = ["yolov5n.yaml"] + [PLACEMENTS[pl].format(b) for b in (opt.blocks or block_names())
                                for pl in opt.placements]
+    missing = [c for c in cfgs if c not in done]
+    if opt.table_only:
+        cfgs = [c for c in cfgs if c in done]
+        if "yolov5n.yaml" not in done:
+            raise SystemExit(f"forced_open: {work} has no yolov5n.yaml reference row; run without --table-only")
     for cfg in cfgs:
         if cfg not in done:
             done[cfg] = measure(cfg, record, data, loader, images, opt.imgsz)
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             f"initialised (seed 0); calibrated = after models.transfer.calibrate_new_blocks on "
             f"{opt.calibration_images} coco128 images (train.py's default). gate-0 max diff: largest change of the "
             "gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
-            f"`{_command(opt)}`.")
+            f"`{_command(opt)}`." + (f" Not measured yet: {', '.join(Path(c).stem for c in missing)}."
+                                     if opt.table_only and missing else ""))
     write_results(rows, opt.out, note)
     return 0
 
