@@ -59,7 +59,7 @@ from models.gates import (  # noqa: E402
     gate_hyp,
     make_gate_schedule,
 )
-from models.transfer import load_pretrained  # noqa: E402
+from models.transfer import calibrate_new_blocks, load_pretrained  # noqa: E402
 from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
@@ -324,6 +324,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     _setup_model(run)
     _build_optimizer(run)
     _build_data(run)
+    _calibrate_blocks(run)
     _prepare_loop(run)
     for epoch in range(run.start_epoch, run.epochs):
         run.epoch = epoch
@@ -531,6 +532,18 @@ def _build_data(run: _Run) -> None:
                 plot_labels(labels, run.names, run.save_dir)
             if not opt.noautoanchor:
                 check_anchors(run.model, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=run.imgsz)
+
+
+def _calibrate_blocks(run: _Run) -> None:
+    """Give the identity-started blocks of a fresh fine-tune their output scale (hyp
+    ``gate_calibration_images`` training images; 0 = none), before the EMA copies the model."""
+    n = int(run.hyp_cfg["gate_calibration_images"])
+    if run.resume or not n or not run.identity_blocks:  # a resumed run has its scales in the checkpoint
+        return
+    images = run.dataset.calibration_batch(n, run.imgsz)
+    scales = calibrate_new_blocks(de_parallel(run.model), run.identity_blocks, images)
+    LOGGER.info(f"Calibrated {len(scales)} new block(s) on {len(images)} training images (hyp gate_calibration_images): "
+                "mean output scale " + ", ".join(f"{b}={float(s.mean()):.2f}" for b, s in scales.items()))
 
 
 def _prepare_loop(run: _Run) -> None:

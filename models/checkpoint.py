@@ -228,11 +228,25 @@ def weights_misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
 
     shape = [f"{where(k)} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
              for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    missing = [where(k) for k in own if k not in sd and not k.endswith("gate")]
-    unexpected = [where(k) for k in sd if k not in own]
+    missing = [where(k) for k in own if k not in sd and not k.endswith(("gate", ".out_scale"))]
+    unexpected = [where(k) for k in sd if k not in own and not _attention_scale(model, k)]
     parts = shape[:3] + [f"missing {x}" for x in missing[:3]] + [f"unexpected {x}" for x in unexpected[:3]]
     extra = len(shape) + len(missing) + len(unexpected) - len(parts)
     return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "") if parts else None
+
+
+def _attention_scale(model: nn.Module, key: str) -> bool:
+    """True when `key` is the output scale of an attention block in `model` (calibrated blocks
+    carry one, freshly built ones none: it loads either way, see AttentionBlock)."""
+    from models.attention._base import AttentionBlock
+
+    prefix, _, name = key.rpartition(".")
+    if name != "out_scale":
+        return False
+    try:
+        return isinstance(model.get_submodule(prefix), AttentionBlock)
+    except AttributeError:
+        return False
 
 
 def load_model(weights: str | Path, device: torch.device | str = "cpu", fuse: bool = True,

@@ -25,6 +25,14 @@ picks what happens instead, from :data:`GATE_SCHEDULES`:
     control in benchmarks/gate_study.py). With ``gate_lr_mult`` != 1 the gates get their own
     optimizer group at ``lr0 * gate_lr_mult``.
 
+Before the fade, each identity-started block is *calibrated* (``gate_calibration_images``,
+default 32; 0 turns it off): on that many training images, unaugmented, its output gets a fixed
+per-channel scale that gives it the root mean square of its input, and batch norms inside it
+take the batch's statistics (:func:`models.transfer.calibrate_new_blocks`), so the layers after
+the block see features of the size they were trained on while the gate opens. A freshly
+initialised CBAM, for example, multiplies its input by two sigmoid maps near 0.5 and would
+shrink them about 4x. The gate is untouched: the first batch still runs the pretrained network.
+
 Blocks whose paper has its own zero-initialised residual scale (DA, CC, NonLocal) get those
 scales set to 1 by identity start and are faded in by their gate like every other block;
 what is logged for them (``gate/<block>`` in results.csv) is the gate times those scales
@@ -46,7 +54,8 @@ from utils.hyp import check_hyp_ranges
 # Hyperparameters this module reads, with the values used when a hyp file lacks them (older files).
 # Like the learning-rate warmup (train.py), the fade lasts at least this many batches.
 MIN_FADE_BATCHES = 100
-GATE_HYP_DEFAULTS: dict = {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0}
+GATE_HYP_DEFAULTS: dict = {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0,
+                           "gate_calibration_images": 32}
 
 
 def gate_hyp(hyp: dict) -> dict:
@@ -56,6 +65,10 @@ def gate_hyp(hyp: dict) -> dict:
         raise ValueError(f"hyp gate_schedule={out['gate_schedule']!r} is unknown; choose one of "
                          f"{', '.join(GATE_SCHEDULES)}")
     check_hyp_ranges(out, ["gate_warmup_epochs", "gate_lr_mult"])  # the ranges' table: utils/hyp.py
+    n = out["gate_calibration_images"]
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or n < 0:
+        raise ValueError(f"hyp gate_calibration_images={n!r} must be a whole number >= 0 (0 = no calibration)")
+    out["gate_calibration_images"] = int(n)
     return out
 
 

@@ -246,6 +246,47 @@ def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
     return res
 
 
+def calibrate_new_blocks(model: nn.Module, blocks: list[str], images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Give each block of `blocks` (module names, as ``TransferResult.identity``) the output scale that
+    keeps the pretrained network's feature statistics when its gate opens
+    (:meth:`models.attention._base.AttentionBlock.calibrate`).
+
+    `images` (B, 3, H, W), float in 0..1, is the calibration batch. One forward pass in eval mode
+    with the gates as they are (0 after identity start, so every block sees exactly the features
+    of the pretrained network); each block is calibrated on its own input. The model's outputs
+    are unchanged at gate 0. Returns ``{block: scale (C,)}``; raises KeyError for a name not in
+    `model` and ValueError when `images` is not a (B, 3, H, W) batch.
+    """
+    from models.attention._base import AttentionBlock
+
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"calibration images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+    modules = dict(model.named_modules())
+    missing = [b for b in blocks if b not in modules]
+    if missing:
+        raise KeyError(f"attention block(s) {', '.join(missing)} not in the model")
+    targets = {b: modules[b] for b in blocks if isinstance(modules[b], AttentionBlock)}
+    scales: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def pre(mod: nn.Module, args: tuple) -> None:
+            scales[name] = mod.calibrate(args[0])
+        return pre
+
+    handles = [m.register_forward_pre_hook(hook(b)) for b, m in targets.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        p = next(model.parameters())
+        with torch.no_grad():
+            model(images.to(device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return scales
+
+
 MIN_TRANSFER = 0.9  # below this share of the source tensors, a transfer is reported as a warning
 
 

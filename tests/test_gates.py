@@ -89,6 +89,11 @@ def test_gate_hyp_defaults_and_bad_values():
         gate_hyp({"gate_schedule": "open"})
     with pytest.raises(ValueError, match="gate_lr_mult"):
         gate_hyp({"gate_lr_mult": -1})
+    assert GATE_HYP_DEFAULTS["gate_calibration_images"] == 32 and gate_hyp({"gate_calibration_images": 8.0})[
+        "gate_calibration_images"] == 8
+    for bad in (-1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="gate_calibration_images=.*whole number >= 0"):
+            gate_hyp({"gate_calibration_images": bad})
     for bad in (float("nan"), float("inf"), "3"):  # YAML's .nan / .inf / a quoted number
         with pytest.raises(ValueError, match="gate_warmup_epochs.*finite number"):
             gate_hyp({"gate_warmup_epochs": bad})
@@ -183,6 +188,7 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     """
     out, log = _finetune(synth, base_pt, tmp_path, epochs=2, save_period=1)
     assert "Identity start for 1 new attention block(s): model.9" in log
+    assert "Calibrated 1 new block(s) on 8 training images (hyp gate_calibration_images)" in log  # min(32, 8)
     assert "Gates of model.9: faded in from 0 to 1 over 100 batches (25 epochs)" in log  # 4 batches per epoch
     assert ("the fade of the new blocks' gates lasts 100 batches (25 epochs) but training stops after 8 (2 epochs): "
             "the blocks end part-way, gate 0.07") in log
@@ -194,6 +200,10 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     load_pretrained(load_checkpoint(base_pt)["model"], fresh)
     w0 = fresh.state_dict()["model.9.spatial.weight"]
     assert (sd["model.9.spatial.weight"] - w0).abs().max() > 1e-5  # the block learned
+    scale = sd["model.9.out_scale"]  # the calibrated output scale travels in the checkpoint
+    # CBAM multiplies by two sigmoid maps < 1: every channel's scale > 1, ~4 on average when fresh
+    assert scale.shape == (256,) and bool((scale > 1).all()) and scale.mean() > 2
+    assert torch.equal(ep1["ema"]["state_dict"]["model.9.out_scale"], scale)  # fixed: not trained, same in the EMA
     assert ep1["identity_blocks"] == ["model.9"]
     # logged per epoch: a column per new block (the EMA model's gate) and a line
     rows = _rows(out["save_dir"] / "results.csv")
@@ -217,11 +227,16 @@ def test_resume_continues_the_fade(synth, base_pt, tmp_path):
     gate = float(_rows(res["save_dir"] / "results.csv")[-1]["gate/model.9"])
     full_ema = float(_rows(out["save_dir"] / "results.csv")[-1]["gate/model.9"])
     assert gate == pytest.approx(full_ema, abs=1e-4)
+    assert "Calibrated" not in "\n".join(log.lines)  # the resumed run keeps the checkpoint's scale
+    scale = load_checkpoint(res["last"])["model"]["state_dict"]["model.9.out_scale"]
+    assert torch.equal(scale, load_checkpoint(out["save_dir"] / "weights" / "epoch0.pt")["model"]["state_dict"]
+                       ["model.9.out_scale"])
 
 
 def test_no_identity_start_and_scratch_untouched(synth, base_pt, tmp_path):
     out, log = _finetune(synth, base_pt, tmp_path / "a", epochs=1, no_identity_start=True)
     assert "Gates of" not in log  # no schedule: the paper's block (gate 1), trained as any weight
+    assert "Calibrated" not in log and "model.9.out_scale" not in load_checkpoint(out["last"])["model"]["state_dict"]
     gate = float(_rows(out["save_dir"] / "results.csv")[-1]["gate/model.9"])
     assert 0.9 < gate < 1.1
     with LogLines() as lg:

@@ -43,6 +43,9 @@ class AttentionBlock(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.gate = nn.Parameter(torch.ones(1))
+        # per-channel scale of f's output, set by calibrate() on insertion into a pretrained
+        # network; None (no state-dict entry) = the paper's block
+        self.register_buffer("out_scale", None)
 
     # Options validated by check_args: a reduction ratio divides the width (hidden width C // r,
     # so 1 <= r < C), a group count splits it (1 <= g <= C). Names absent from __init__ are ignored.
@@ -90,6 +93,8 @@ class AttentionBlock(nn.Module):
         y = self.attend(x)
         if y.dtype != x.dtype:  # e.g. a LayerNorm or fp32 section under autocast
             y = y.to(x.dtype)
+        if self.out_scale is not None:
+            y = y * self.out_scale.to(x.dtype).view(1, -1, 1, 1)
         return x + self.gate.to(x.dtype) * (y - x)
 
     @torch.no_grad()
@@ -97,6 +102,45 @@ class AttentionBlock(nn.Module):
         """Make the block the identity map (for insertion into a pretrained network)."""
         self.gate.zero_()
         return self
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """Data-dependent start for a block inserted into a pretrained network (LSUV-style).
+
+        `x` (B, C, H, W) is the block's input on a calibration batch, taken from the pretrained
+        network. Batch norms inside the block first get the batch's statistics as running
+        statistics (a fresh batch norm holds mean 0 / variance 1, unrelated to its input); then
+        ``out_scale`` (C,) is set so that ``out_scale * f(x)`` has the per-channel root mean
+        square of `x`: when the gate opens, the layers after the block see features of the size
+        they were trained on (a fresh CBAM would otherwise shrink them about 4x). Channels whose
+        output is ~0 on the batch keep scale 1. The gate is not touched (at gate 0 the block
+        stays the identity exactly). Returns the scale; raises ValueError for a non-4D or
+        non-finite input.
+        """
+        if x.ndim != 4 or not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{type(self).__name__}.calibrate needs a finite (B, C, H, W) input, got "
+                             f"shape {tuple(x.shape)}")
+        was_training = self.training
+        self.out_scale = None
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average: one batch -> exactly its statistics
+            self.train()
+            self.attend(x)
+            for m, mom in zip(norms, momenta):
+                m.momentum = mom
+        self.eval()
+        y = self.attend(x).float()
+        self.train(was_training)
+        rms_x = x.float().pow(2).mean((0, 2, 3)).sqrt()
+        rms_y = y.pow(2).mean((0, 2, 3)).sqrt()
+        ok = rms_y > eps * rms_x.clamp_min(eps)
+        scale = torch.where(ok, rms_x / rms_y.clamp_min(1e-30), torch.ones_like(rms_x))
+        self.out_scale = scale.to(self.gate.dtype)
+        return self.out_scale
 
     @torch.no_grad()
     def opening(self) -> float:
@@ -111,6 +155,13 @@ class AttentionBlock(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # A calibrated block's output scale travels in the state dict; a state dict with this
+        # block's weights but no scale gives the paper's block (one without them leaves it alone).
+        scale = state_dict.get(prefix + "out_scale")
+        if scale is not None:
+            self.out_scale = torch.empty(scale.shape, dtype=self.gate.dtype, device=self.gate.device)
+        elif any(k.startswith(prefix) for k in state_dict):
+            self.out_scale = None
         # Weights from code without the gate: the paper form, gate = 1.
         if prefix + "gate" not in state_dict:
             state_dict[prefix + "gate"] = torch.ones_like(self.gate)

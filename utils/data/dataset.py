@@ -168,6 +168,22 @@ class YoloDataset(Dataset):
             im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
         return im, (h0, w0), im.shape[:2]
 
+    def calibration_batch(self, n: int, size: int) -> torch.Tensor:
+        """`n` images spread evenly over the dataset (first, last and between), letterboxed to
+        `size` x `size`, as a float (n, 3, size, size) RGB batch in 0..1, without augmentation and
+        without drawing random numbers (training's random streams stay as they are). For
+        data-dependent initialisation (models.transfer.calibrate_new_blocks). Raises ValueError
+        for n < 1 or an empty dataset."""
+        if n < 1 or not len(self.im_files):
+            raise ValueError(f"calibration_batch needs n >= 1 images from a non-empty dataset (n={n}, "
+                             f"{len(self.im_files)} images)")
+        idx = np.unique(np.linspace(0, len(self.im_files) - 1, min(n, len(self.im_files))).round().astype(int))
+        ims = []
+        for i in idx:
+            im = letterbox(self.load_image(int(i))[0], size, auto=False, scaleup=True)[0]
+            ims.append(torch.from_numpy(np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1))))
+        return torch.stack(ims).float() / 255
+
     def _cache_images(self, mode: str) -> None:
         if mode == "ram":
             need = sum(self.img_size**2 * w * h / max(w, h) ** 2 * 3 for w, h in self.shapes)
