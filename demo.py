@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.synthetic import make_synthetic, write_example_image  # noqa: E402
+from data.synthetic import CLASSES, make_synthetic, write_example_image  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
 DEMO_CFG = "yolov5n_CBAM.yaml"
@@ -62,19 +62,20 @@ def run(epochs: int = DEMO_EPOCHS, imgsz: int = 160, n_train: int = 200, n_val: 
     det_dir, dets = detect.run(weights=out["best"], source=image, imgsz=imgsz, device=device, save_txt=True,
                                save_conf=True, agnostic_nms=True, project=project / "detect", name="exp")
     det = next(iter(dets.values())) if dets else None
-    confs = sorted((float(c) for c in det[:, 4]), reverse=True) if det is not None else []
+    found = sorted(((float(c), CLASSES[int(k)]) for c, k in det[:, 4:6].tolist()), reverse=True) if det is not None else []
+    confs = [c for c, _ in found]
     res = {"data": data.parent, "train": Path(out["save_dir"]), "weights": Path(out["best"]), "image": image,
            "detect": det_dir, "labels": det_dir / "labels" / f"{image.stem}.txt", "seconds": time.time() - t0,
            "map50": float(out["metrics"]["map50"]), "objects": n_objects, "detections": len(confs),
-           "confidences": confs}
-    said = ", ".join(f"{c:.2f}" for c in confs) or "none"
+           "confidences": confs, "classes": [k for _, k in found]}
+    said = ", ".join(f"{k} {c:.2f}" for c, k in found) or "none"
     LOGGER.info(
         f"\ndemo done in {res['seconds'] / 60:.1f} min\n"
         f"  dataset          {res['data']}\n"
         f"  training run     {res['train']} (results.csv, results.png, confusion_matrix.png, ...)\n"
         f"  trained weights  {res['weights']} (val mAP50 {res['map50']:.3f} after {epochs} epochs)\n"
         f"  new test image   {image} ({n_objects} shapes drawn)\n"
-        f"  detections       {det_dir / image.name} and {res['labels']} ({len(confs)} found, confidence {said})\n"
+        f"  detections       {det_dir / image.name} and {res['labels']} ({len(confs)} found: {said})\n"
         f"Next: python detect.py --weights {res['weights']} --source path/to/your/images")
     return res
 
