@@ -29,9 +29,10 @@ from utils.logging import LOGGER  # noqa: E402
 
 DEMO_CFG = "yolov5n_CBAM.yaml"
 DEMO_EPOCHS = 35
-# 300 images x 35 epochs instead of 200 x 40 (a third more training steps): on 32 new images val
-# mAP50 0.991 instead of 0.848, 0 of 134 shapes with the wrong class instead of 14, 25 instead of
-# 2 images entirely right; 300 x 27: 0.967, 300 x 30: 0.981, 400 x 20: 0.729 (README quick start)
+# 300 images x 35 epochs instead of 200 x 40 (a third more training steps): val mAP50 0.991
+# instead of 0.848; on 31-32 new images 0 shapes of 130-134 with the wrong class instead of 14,
+# 25 instead of 2 images entirely right; 300 x 27: 0.967, 300 x 30: 0.981, 400 x 20: 0.729
+# (README quick start)
 DEMO_N_TRAIN = 300
 # the picture shows the boxes the model is sure of; detect.py's default 0.25 also draws doubtful
 # ones (with this recipe, one more square at 0.49 on the demo image)
