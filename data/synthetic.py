@@ -152,10 +152,33 @@ def make_synthetic(out_dir: str | Path, n_train: int = 200, n_val: int = 50, img
     return yaml_file
 
 
+def _is_typical(objects: list[tuple[int, np.ndarray]], size: int) -> bool:
+    """Every class appears, and every shape's longer box side lies in the middle half of
+    :data:`SIZE_RANGE` (none of the smallest or largest quarter)."""
+    quarter = (SIZE_RANGE[1] - SIZE_RANGE[0]) / 4
+    lo, hi = SIZE_RANGE[0] + quarter, SIZE_RANGE[1] - quarter
+    sides = [max(b[2] - b[0], b[3] - b[1]) / size for _, b in objects]
+    return {c for c, _ in objects} == set(range(len(CLASSES))) and all(lo <= s <= hi for s in sides)
+
+
+def example_image(imgsz: int = 320, seed: int = 12345, tries: int = 10_000) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """One typical image like the dataset's: (HxWx3 BGR uint8 image, [(class, tight xyxy pixel box), ...]).
+
+    Candidates are drawn with the keys ``[seed, 2, k]`` for k = 0, 1, ... (split id 2: never one
+    of the train/val images) and the first one holding every class, each shape of a middle size,
+    is kept (1 in 60 to 80 candidates; a showcase picture, not the hardest case). Raises
+    RuntimeError when none of `tries` candidates qualifies."""
+    for k in range(tries):
+        img, objects = _make_image(np.random.default_rng([seed, 2, k]), imgsz)
+        if _is_typical(objects, imgsz):
+            return img, objects
+    raise RuntimeError(f"example_image: no image with every class at a middle size in {tries} "
+                       f"candidates (imgsz={imgsz}, seed={seed}); try another seed or a larger imgsz")
+
+
 def write_example_image(path: str | Path, imgsz: int = 320, seed: int = 12345) -> tuple[Path, int]:
-    """One image like the dataset's (split id 2: never one of its train/val images), written as
-    JPEG to `path`; returns the path and the number of objects drawn on it."""
-    img, objects = _make_image(np.random.default_rng([seed, 2, 0]), imgsz)
+    """:func:`example_image` written as JPEG to `path`; returns the path and the number of objects on it."""
+    img, objects = example_image(imgsz, seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
