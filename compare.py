@@ -846,6 +846,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--control", action="store_true",
                    help="add a capacity control for each attention config: its blocks replaced by plain residual "
                         "1x1-conv bottlenecks of about the same parameters (needs --epochs)")
+    p.add_argument("--half", action="store_true", help="CPU latency at bf16 where the CPU has it natively "
+                   "(AVX512_BF16 or AMX); elsewhere FP32, said in one line")
     p.add_argument("--report", action="store_true",
                    help="train nothing: the table of the training runs finished so far (with --storage, by any worker)")
     p.add_argument("--bootstrap", type=positive_int, default=1000,

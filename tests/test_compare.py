@@ -111,6 +111,7 @@ def test_report_trains_nothing_and_names_what_is_missing(compared, synth, monkey
     assert out["rows"][1]["Δ mAP50-95 95% CI"] != "-" and out["rows"][2]["verdict"] == "-"
     assert "Not trained yet" in (d / "results.md").read_text() and "yolov5n_CA seed 1" in (d / "results.md").read_text()
     assert compare.parse_opt(["--cfg", "a.yaml", "--report"]).report
+    assert compare.parse_opt(["--cfg", "a.yaml", "--half"]).half  # README promises the flag
 
 
 def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
