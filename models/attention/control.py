@@ -85,8 +85,8 @@ class C3Control(C3Attention):
                                  for _ in range(n)))
 
 
-register("Control", Control, Channels.KEEP, attention=True, channel_args=0)
-register("C3Control", C3Control, Channels.IN_OUT, repeats=True, attention=True)
+register("Control", Control, Channels.KEEP, channel_args=0)  # not an attention block: no zoo config
+register("C3Control", C3Control, Channels.IN_OUT, repeats=True)
 
 C3_DEFAULTS = (True, 1, 0.5)  # C3's shortcut, g, e after c2
 
