@@ -65,7 +65,7 @@ from models.transfer import require_same_scale  # noqa: E402
 from utils.cli import image_size, positive_int  # noqa: E402
 from utils.grid import Job, LocalLedger, StorageLedger, work_through  # noqa: E402
 from utils.logging import LOGGER, markdown_table, table, write_results  # noqa: E402
-from utils.rdb import require_driver  # noqa: E402
+from utils.rdb import check_storage  # noqa: E402
 
 COST_KEYS = ("imgsz", "threads", "runs")
 TRAIN_KEYS = ("weights", "data", "imgsz", "epochs", "batch_size", "hyp", "workers")
@@ -675,8 +675,8 @@ def _check_request(cfgs: list[str], data: str | None, weights: str | None, epoch
     files = [c for c in cfgs if is_model_file(c)]
     if storage and epochs <= 0:
         raise ValueError("--storage shares training runs between processes: it needs --epochs > 0")
-    if storage:  # a missing database driver is named before any work
-        require_driver(storage, "--storage")
+    if storage:  # a missing driver or an unreachable server is named before any work
+        check_storage(storage, "--storage")
     if epochs > 0:  # before any measurement: a model file's cost would be measured, then its training fail
         from models.yolo import refuse_model_file
 

@@ -886,6 +886,9 @@ def main(opt: argparse.Namespace) -> dict:
         if isinstance(opt.cfg, (str, Path)) and opt.cfg:
             resolve_cfg(opt.cfg)  # a model file or a missing YAML is refused before any work
         opt.save_dir = None
+    if opt.evolve_storage and not opt.evolve:  # it would be ignored: one plain training run, no study
+        raise ValueError("--evolve-storage names the study of --evolve; add --evolve N to evolve hyperparameters "
+                         "there, or drop --evolve-storage to train once")
     if opt.evolve:
         if opt.resume:
             raise ValueError("--evolve and --resume exclude each other; re-run the --evolve command to resume a study")
@@ -894,10 +897,10 @@ def main(opt: argparse.Namespace) -> dict:
                              "sharing --evolve-storage instead of torchrun")
         if opt.project == str(ROOT / "runs/train"):
             opt.project = str(ROOT / "runs/evolve")
-        if opt.evolve_storage:  # a missing database driver is named before any work
-            from utils.rdb import require_driver
+        if opt.evolve_storage:  # a missing driver or an unreachable server is named before any work
+            from utils.rdb import check_storage
 
-            require_driver(opt.evolve_storage, "--evolve-storage")
+            check_storage(opt.evolve_storage, "--evolve-storage")
     if RANK in (-1, 0):
         print_args("train", opt)
 

@@ -16,7 +16,8 @@ images and seeds (utils/stats.py). NEU-DET is 1440 train / 360 val images of 200
 
 Resumable: runs finished before (runs/study/<name>/runs.jsonl) are skipped, so the study can be
 run piece by piece (``--seeds 1`` first, then ``--seeds 3``); results are rewritten after every
-invocation. Writes benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and
+invocation. ``--skip ROW ...`` leaves rows out of one invocation (their runs stay pending), e.g.
+``--skip C3CBAM`` while the C3 rows wait. Writes benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and
 neu_det_study_curves.png; ``--out`` writes elsewhere.
 """
 
@@ -41,12 +42,27 @@ ROWS = ["{m}.yaml", "{m}_CBAM.yaml", "control:{m}_CBAM.yaml", "{m}_C3CBAM.yaml",
 FULL = ["{m}_SE.yaml", "{m}_ECA.yaml", "{m}_GAM.yaml", "control:{m}_C3CBAM.yaml"]
 
 
-def study_configs(model: str, full: bool, controls_dir: Path) -> list[str]:
-    """The study's config list for yolov5<model>; ``control:X`` entries become X's capacity control."""
+def row_label(row: str) -> str:
+    """A row's short name for ``--skip``: ``CBAM``, ``control:CBAM``, ``C3CBAM`` (the baseline is ``base``)."""
+    label = row.replace("{m}_", "").replace(".yaml", "")
+    return "base" if label == "{m}" else label
+
+
+def study_configs(model: str, full: bool, controls_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """The study's config list for yolov5<model>; ``control:X`` entries become X's capacity control.
+    Rows named in `skip` (see :func:`row_label`) are left out. Raises ValueError for an unknown row or
+    for skipping the baseline, which every difference is measured against."""
     from models.attention.control import control_configs
 
+    rows = ROWS + (FULL if full else [])
+    labels = [row_label(r) for r in rows]
+    bad = [s for s in skip if s not in labels or s == "base"]
+    if bad:
+        raise ValueError(f"--skip {' '.join(bad)}: not a skippable row; choose from {' '.join(labels[1:])}")
     out = []
-    for row in ROWS + (FULL if full else []):
+    for row in rows:
+        if row_label(row) in skip:
+            continue
         name = row.format(m=f"yolov5{model}")
         if name.startswith("control:"):
             out.append(control_configs([name.removeprefix("control:")], controls_dir)[1])
@@ -123,6 +139,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--full", action="store_true", help="add SE, ECA, GAM before SPPF and the C3CBAM control")
+    p.add_argument("--skip", nargs="+", default=[], metavar="ROW",
+                   help="leave rows out of this invocation (e.g. C3CBAM control:CBAM); their runs stay pending")
     p.add_argument("--name", default=None, help="work folder runs/study/<name> (default neu_det, or neu_det_<model>)")
     p.add_argument("--out", type=Path, default=RESULTS, help="where the results are written")
     p.add_argument("--report", action="store_true", help="train nothing: write the results of the runs finished so far")
@@ -139,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     opt.weights = opt.weights or (str(shared) if shared.is_file() else f"yolov5{opt.model}.pt")
     name = opt.name or ("neu_det" if opt.model == "n" else f"neu_det_{opt.model}")
     work = ROOT / "runs" / "study"
-    cfgs = study_configs(opt.model, opt.full, work / name / "controls")
     try:
+        cfgs = study_configs(opt.model, opt.full, work / name / "controls", tuple(opt.skip))
         out = compare.run(cfgs, data="neu-det.yaml", weights=opt.weights, imgsz=opt.imgsz, epochs=opt.epochs,
                           seeds=opt.seeds, batch_size=opt.batch_size, device=opt.device, workers=opt.workers,
                           project=str(work), name=name, report=opt.report)

@@ -288,3 +288,31 @@ def test_killed_worker_run_is_retried_once_and_grid_completes(synth, tmp_path, p
     assert retried[0].user_attrs["key"] == dead.user_attrs["key"]
     assert [r["seeds"] for r in out["rows"]] == [2, 2] and out["rows"][0]["mAP50-95"] == "0.312 ± 0.088"
     assert json.loads(json.dumps(retried[0].user_attrs["record"]))["seed"] == 0
+
+
+# --- an unreachable server or a storage without its study: refused before any work ----------------
+
+
+def test_unreachable_storage_is_refused_before_any_measurement(synth, tmp_path, capsys):
+    """Nothing listens on port 1: both scripts stop with one line before a config's cost is measured
+    or a trial is trained (the storage used to be opened only after every cost measurement)."""
+    url = "postgresql://u:secret@127.0.0.1:1/grid"
+    assert compare.main(["--cfg", *CFGS, "--data", str(synth), *TINY, "--storage", url,
+                         "--project", str(tmp_path), "--name", "grid"]) == 2
+    assert train.cli(["--data", str(synth), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--epochs", "1",
+                      "--evolve", "2", "--evolve-storage", url, "--project", str(tmp_path)]) == 1
+    out = capsys.readouterr()
+    err = [ln for ln in out.err.splitlines() if "ERROR" in ln]
+    assert len(err) == 2 and all("cannot open the database" in e and "secret" not in e for e in err)
+    assert "--storage" in err[0] and "--evolve-storage" in err[1]
+    assert not (tmp_path / "grid" / "runs.jsonl").exists() and "params" not in out.err + out.out
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_evolve_storage_without_evolve_is_refused(synth, tmp_path, capsys):
+    """--evolve-storage alone used to train once and ignore the storage without a word."""
+    assert train.cli(["--data", str(synth), "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--epochs", "1",
+                      "--evolve-storage", f"sqlite:///{tmp_path / 'e.db'}", "--project", str(tmp_path)]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "ERROR" in ln]
+    assert len(err) == 1 and "--evolve-storage" in err[0] and "--evolve N" in err[0]
+    assert not (tmp_path / "e.db").exists() and not list(tmp_path.glob("exp*"))

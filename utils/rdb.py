@@ -33,6 +33,7 @@ DRIVER_PACKAGES: dict[str, str] = {
     "pymssql": "pymssql",
 }
 CONNECT_TRIES = 5  # processes starting together on a new database race to create its tables
+CONNECT_TIMEOUT_S = 10  # PostgreSQL: seconds to wait for a server before the connection counts as failed
 
 
 class StorageError(ValueError):
@@ -92,6 +93,8 @@ def open_storage(url: str, heartbeat_s: int, grace_s: float, flag: str = "--stor
         db = url[len("sqlite:///"):]
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
+    elif url.startswith("postgresql"):  # an unreachable host fails in seconds, not after the OS's TCP timeout
+        kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     for attempt in range(CONNECT_TRIES):
         try:
             with warnings.catch_warnings():
@@ -105,3 +108,11 @@ def open_storage(url: str, heartbeat_s: int, grace_s: float, flag: str = "--stor
                 raise StorageError(f"{flag} {_shown(url)}: cannot open the database: {first}") from None
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def check_storage(url: str, flag: str = "--storage") -> None:
+    """Open the storage at `url` once and close it: a bad URL, a missing driver or a server that
+    cannot be reached is refused (StorageError, one line naming `flag`) before any work is done,
+    not after the first measurements. Creates Optuna's tables in an empty database."""
+    storage = open_storage(url, heartbeat_s=60, grace_s=120, flag=flag)
+    storage.engine.dispose()

@@ -1,0 +1,47 @@
+"""benchmarks/neu_det_study.py: its rows, --skip, and the baseline-curve figure the README quotes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import neu_det_study  # noqa: E402
+
+
+def test_rows_in_order_with_the_control_written(tmp_path):
+    cfgs = neu_det_study.study_configs("n", False, tmp_path)
+    assert cfgs[0] == "yolov5n.yaml" and cfgs[1] == "yolov5n_CBAM.yaml"
+    assert Path(cfgs[2]).name == "yolov5n_CBAM_control.yaml" and Path(cfgs[2]).is_file()
+    assert cfgs[3:] == ["yolov5n_C3CBAM.yaml", "yolov5n_CA.yaml"]
+    full = neu_det_study.study_configs("s", True, tmp_path)
+    assert len(full) == 9 and full[0] == "yolov5s.yaml" and Path(full[-1]).name == "yolov5s_C3CBAM_control.yaml"
+
+
+def test_skip_leaves_rows_out_and_refuses_the_baseline(tmp_path):
+    cfgs = neu_det_study.study_configs("n", False, tmp_path, skip=("C3CBAM", "control:CBAM"))
+    assert cfgs == ["yolov5n.yaml", "yolov5n_CBAM.yaml", "yolov5n_CA.yaml"]
+    with pytest.raises(ValueError, match="--skip base: not a skippable row; choose from CBAM control:CBAM C3CBAM CA"):
+        neu_det_study.study_configs("n", False, tmp_path, skip=("base",))
+    with pytest.raises(ValueError, match="--skip GAM"):  # a --full row is unknown without --full
+        neu_det_study.study_configs("n", False, tmp_path, skip=("GAM",))
+    assert neu_det_study.main(["--skip", "XYZ", "--out", str(tmp_path)]) == 2
+
+
+def _curve(path: Path, map50: list[float], map5095: list[float]) -> str:
+    head = "epoch,train/box_loss,metrics/mAP_0.5,metrics/mAP_0.5:0.95\n"
+    rows = "".join(f"{i},0.1,{a},{b}\n" for i, (a, b) in enumerate(zip(map50, map5095)))
+    path.write_text(head + rows)
+    return str(path)
+
+
+def test_baseline_rise_is_the_mean_gain_over_the_last_five_epochs(tmp_path):
+    a = _curve(tmp_path / "a.csv", [0.1, 0.5, 0.6, 0.62, 0.63, 0.64, 0.70], [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.36])
+    b = _curve(tmp_path / "b.csv", [0.1, 0.4, 0.5, 0.5, 0.5, 0.5, 0.6], [0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.3])
+    rise = neu_det_study.baseline_rise([a, b, str(tmp_path / "missing.csv")])
+    assert rise == pytest.approx(((0.70 - 0.5 + 0.6 - 0.4) / 2, (0.36 - 0.2 + 0.3 - 0.1) / 2))
+    short = _curve(tmp_path / "s.csv", [0.1, 0.2], [0.1, 0.2])  # fewer epochs than the window: no figure
+    assert neu_det_study.baseline_rise([short]) is None
