@@ -59,7 +59,7 @@ from models.gates import (  # noqa: E402
     gate_hyp,
     make_gate_schedule,
 )
-from models.transfer import calibrate_new_blocks, load_pretrained  # noqa: E402
+from models.transfer import calibrate_new_blocks, load_pretrained, zero_start_new_blocks  # noqa: E402
 from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
@@ -535,10 +535,20 @@ def _build_data(run: _Run) -> None:
 
 
 def _calibrate_blocks(run: _Run) -> None:
-    """Give the identity-started blocks of a fresh fine-tune their output scale (hyp
-    ``gate_calibration_images`` training images; 0 = none), before the EMA copies the model."""
+    """Give the identity-started blocks of a fresh fine-tune their zero start (hyp ``gate_zero_start``)
+    and output scale (hyp ``gate_calibration_images`` training images; 0 = none), before the EMA
+    copies the model."""
     n = int(run.hyp_cfg["gate_calibration_images"])
-    if run.resume or not n or not run.identity_blocks:  # a resumed run has its scales in the checkpoint
+    if run.resume or not run.identity_blocks:  # a resumed run has its start in the checkpoint
+        return
+    if run.hyp_cfg["gate_zero_start"] and run.hyp_cfg["gate_schedule"] == "train":
+        LOGGER.info("hyp gate_zero_start is skipped under gate_schedule: train (a zero layer behind a zero "
+                    "trained gate never moves); the new blocks keep their paper initialisation")
+    elif run.hyp_cfg["gate_zero_start"]:
+        zeroed = zero_start_new_blocks(de_parallel(run.model), run.identity_blocks)
+        LOGGER.info(f"Zero start for {len(zeroed)} of {len(run.identity_blocks)} new block(s) (hyp gate_zero_start): "
+                    "each is the identity at full gate until it learns")
+    if not n:
         return
     images = run.dataset.calibration_batch(n, run.imgsz)
     scales = calibrate_new_blocks(de_parallel(run.model), run.identity_blocks, images)

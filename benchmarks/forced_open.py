@@ -31,7 +31,7 @@ import val as validate  # noqa: E402
 from models.attention._base import AttentionBlock  # noqa: E402
 from models.attention.make_configs import block_names  # noqa: E402
 from models.checkpoint import load_checkpoint  # noqa: E402
-from models.transfer import calibrate_new_blocks, load_pretrained  # noqa: E402
+from models.transfer import calibrate_new_blocks, load_pretrained, zero_start_new_blocks  # noqa: E402
 from models.yolo import DetectionModel  # noqa: E402
 from utils.data.dataset import create_dataloader  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
@@ -50,33 +50,52 @@ def set_gates(model: torch.nn.Module, blocks: list[str], value: float) -> None:
             mods[b].gate.data.fill_(value)
 
 
-def measure(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, imgsz: int) -> dict:
-    """mAP50-95 of `cfg` with the new gates at 1: raw and calibrated; gate-0 output change from calibration."""
-    def m_ap(model: torch.nn.Module) -> float:
-        model.eval()
-        return float(validate.run(data, model=model, dataloader=loader, imgsz=imgsz, plots=False)[0][3])
+def _m_ap(model: torch.nn.Module, data: dict, loader, imgsz: int) -> float:
+    model.eval()
+    return float(validate.run(data, model=model, dataloader=loader, imgsz=imgsz, plots=False)[0][3])
 
+
+def _inserted(cfg: str, record: dict, data: dict):
+    """(model, new blocks): yolov5n.pt transferred into `cfg` (identity start), weights drawn with seed 0."""
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=int(data["nc"]))
     model.names = list(record["names"])
     res = load_pretrained(record, model, source=WEIGHTS.name)
-    out: dict = {"cfg": cfg, "blocks": len(res.identity)}
-    if not res.identity:
-        out["map"] = m_ap(model)
+    return model, res.identity
+
+
+def measure(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, imgsz: int) -> dict:
+    """mAP50-95 of `cfg` with the new gates at 1: raw and calibrated; gate-0 output change from calibration."""
+    model, blocks = _inserted(cfg, record, data)
+    out: dict = {"cfg": cfg, "blocks": len(blocks)}
+    if not blocks:
+        out["map"] = _m_ap(model, data, loader, imgsz)
         return out
     model.eval()
     with torch.no_grad():
         before = model(images)[0]
-    set_gates(model, res.identity, 1.0)
-    out["raw"] = m_ap(model)
-    set_gates(model, res.identity, 0.0)
-    calibrate_new_blocks(model, res.identity, images)
+    set_gates(model, blocks, 1.0)
+    out["raw"] = _m_ap(model, data, loader, imgsz)
+    set_gates(model, blocks, 0.0)
+    calibrate_new_blocks(model, blocks, images)
     model.eval()
     with torch.no_grad():
         out["gate0_max_diff"] = float((model(images)[0] - before).abs().max())
-    set_gates(model, res.identity, 1.0)
-    out["calibrated"] = m_ap(model)
+    set_gates(model, blocks, 1.0)
+    out["calibrated"] = _m_ap(model, data, loader, imgsz)
     return out
+
+
+def measure_zero_start(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, imgsz: int) -> dict:
+    """mAP50-95 of `cfg` at gate 1 after train.py's default start (zero start, then calibration);
+    blocks with nothing to zero are the calibrated ones (not measured twice: returns None then)."""
+    model, blocks = _inserted(cfg, record, data)
+    zeroed = zero_start_new_blocks(model, blocks)
+    if not zeroed:
+        return {"zero_start": None, "zeroed": 0}
+    calibrate_new_blocks(model, blocks, images)
+    set_gates(model, blocks, 1.0)
+    return {"zero_start": _m_ap(model, data, loader, imgsz), "zeroed": len(zeroed)}
 
 
 def _command(opt: argparse.Namespace) -> str:
@@ -121,28 +140,38 @@ def main(argv: list[str] | None = None) -> int:
             done[r["cfg"]] = r
     cfgs = ["yolov5n.yaml"] + [PLACEMENTS[pl].format(b) for b in (opt.blocks or block_names())
                                for pl in opt.placements]
-    missing = [c for c in cfgs if c not in done]
+    missing = [c for c in cfgs if c not in done or (c != "yolov5n.yaml" and "zeroed" not in done[c])]
     if opt.table_only:
-        cfgs = [c for c in cfgs if c in done]
+        cfgs = [c for c in cfgs if c not in missing]
         if "yolov5n.yaml" not in done:
             raise SystemExit(f"forced_open: {work} has no yolov5n.yaml reference row; run without --table-only")
     for cfg in cfgs:
         if cfg not in done:
             done[cfg] = measure(cfg, record, data, loader, images, opt.imgsz)
-            with open(work, "a") as f:
-                f.write(json.dumps(done[cfg]) + "\n")
-            print(json.dumps(done[cfg]), flush=True)
+        elif cfg == "yolov5n.yaml" or "zeroed" in done[cfg]:
+            continue
+        if cfg != "yolov5n.yaml":  # rows measured before zero start existed get its column only
+            done[cfg].update(measure_zero_start(cfg, record, data, loader, images, opt.imgsz))
+        with open(work, "a") as f:
+            f.write(json.dumps(done[cfg]) + "\n")
+        print(json.dumps(done[cfg]), flush=True)
     base = done["yolov5n.yaml"]["map"]
     rows = []
     for cfg in cfgs[1:]:
         r = done[cfg]
+        default = r["calibrated"] if r.get("zero_start") is None else r["zero_start"]
         rows.append({"config": Path(cfg).stem, "new blocks": r["blocks"], "raw": f"{r['raw']:.3f}",
-                     "calibrated": f"{r['calibrated']:.3f}", "calibrated - yolov5n": f"{r['calibrated'] - base:+.3f}",
+                     "calibrated": f"{r['calibrated']:.3f}",
+                     "zero start + calibrated": "-" if r.get("zero_start") is None else f"{r['zero_start']:.3f}",
+                     "default - yolov5n": f"{default - base:+.3f}",
+                     "within 0.02": "yes" if default >= base - 0.02 else "no",
                      "gate-0 max diff": f"{r['gate0_max_diff']:.1e}"})
     note = (f"Forced open: yolov5n.pt transferred into each config, every new block's gate set to 1 without "
             f"training, coco128 val at {opt.imgsz} px (mAP50-95). yolov5n.pt itself: {base:.3f}. raw = blocks as "
             f"initialised (seed 0); calibrated = after models.transfer.calibrate_new_blocks on "
-            f"{opt.calibration_images} coco128 images (train.py's default). gate-0 max diff: largest change of the "
+            f"{opt.calibration_images} coco128 images; zero start + calibrated = train.py's default (hyp "
+            "gate_zero_start 1: each block's last layer zeroed first; '-' = the block has no such layer, so its default "
+            "is calibration alone); default - yolov5n: the default's mAP50-95 minus yolov5n.pt's. gate-0 max diff: largest change of the "
             "gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
             f"`{_command(opt)}`." + (f" Not measured yet: {', '.join(Path(c).stem for c in missing)}."
                                      if opt.table_only and missing else ""))

@@ -37,13 +37,18 @@ BASELINE = "yolov5n.yaml"
 # candidate name -> the gate hyperparameters it sets on top of hyp.scratch-low.yaml
 CANDIDATES: dict[str, dict] = {
     # identity start, gate trained at the base lr
-    "control": {"gate_schedule": "train", "gate_lr_mult": 1.0, "gate_calibration_images": 0},
+    "control": {"gate_schedule": "train", "gate_lr_mult": 1.0, "gate_calibration_images": 0, "gate_zero_start": 0},
     # gates in their own group at 100x lr
-    "lr_x100": {"gate_schedule": "train", "gate_lr_mult": 100.0, "gate_calibration_images": 0},
+    "lr_x100": {"gate_schedule": "train", "gate_lr_mult": 100.0, "gate_calibration_images": 0, "gate_zero_start": 0},
     # faded in over the LR warmup, blocks as initialised (the default before calibration)
-    "fade_uncal": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 0},
-    # the default: faded in, each block's output scale calibrated on 32 training images first
-    "fade": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 32},
+    "fade_uncal": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 0,
+                   "gate_zero_start": 0},
+    # faded in, each block's output scale calibrated on 32 training images first (the default before zero start)
+    "fade_calib": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0,
+                   "gate_calibration_images": 32, "gate_zero_start": 0},
+    # the default: each block's last layer zeroed, then calibrated: the identity at every gate value
+    "fade": {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0, "gate_calibration_images": 32,
+             "gate_zero_start": 1},
 }
 
 

@@ -33,6 +33,18 @@ the block see features of the size they were trained on while the gate opens. A 
 initialised CBAM, for example, multiplies its input by two sigmoid maps near 0.5 and would
 shrink them about 4x. The gate is untouched: the first batch still runs the pretrained network.
 
+First, with ``gate_zero_start: 1`` (default), each block's last layer before its attention
+map's sigmoid, or at the end of its residual branch, starts at zero
+(:meth:`AttentionBlock.zero_start`): ``f(x)`` is then a per-channel constant times ``x``, which
+calibration turns into ``x`` exactly, so the network is the pretrained one at *every* gate value
+and the block learns its maps from there (the zeroed layer gets gradient as soon as the gate is
+above 0). Chosen by measurement (models/attention/README.md): calibration alone left a block at
+full gate up to 0.27 mAP50-95 below yolov5n.pt, seven CBAMs in C3 0.068. SK, CoT, MHSA,
+ShuffleAttention, SimAM, NAM and SGE have no such layer (their output replaces or permutes the
+features, or they are already constant at init) and are calibrated only. Under
+``gate_schedule: train`` zero start is skipped (with a log line): a zero layer behind a zero
+trained gate would never move.
+
 Blocks whose paper has its own zero-initialised residual scale (DA, CC, NonLocal) get those
 scales set to 1 by identity start and are faded in by their gate like every other block;
 what is logged for them (``gate/<block>`` in results.csv) is the gate times those scales
@@ -55,7 +67,7 @@ from utils.hyp import check_hyp_ranges
 # Like the learning-rate warmup (train.py), the fade lasts at least this many batches.
 MIN_FADE_BATCHES = 100
 GATE_HYP_DEFAULTS: dict = {"gate_schedule": "fade", "gate_warmup_epochs": 3.0, "gate_lr_mult": 1.0,
-                           "gate_calibration_images": 32}
+                           "gate_calibration_images": 32, "gate_zero_start": 1}
 
 
 def gate_hyp(hyp: dict) -> dict:
@@ -69,6 +81,12 @@ def gate_hyp(hyp: dict) -> dict:
     if isinstance(n, bool) or not isinstance(n, (int, float)) or n != int(n) or n < 0:
         raise ValueError(f"hyp gate_calibration_images={n!r} must be a whole number >= 0 (0 = no calibration)")
     out["gate_calibration_images"] = int(n)
+    z = out["gate_zero_start"]
+    if isinstance(z, bool):
+        z = int(z)
+    if z not in (0, 1):
+        raise ValueError(f"hyp gate_zero_start={z!r} must be 1 (new blocks start as the identity at full gate) or 0")
+    out["gate_zero_start"] = int(z)
     return out
 
 

@@ -287,6 +287,19 @@ def calibrate_new_blocks(model: nn.Module, blocks: list[str], images: torch.Tens
     return scales
 
 
+def zero_start_new_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
+    """:meth:`~models.attention._base.AttentionBlock.zero_start` for each block of `blocks` (module
+    names, as ``TransferResult.identity``); call before :func:`calibrate_new_blocks`. Returns the
+    blocks that had a layer to zero; raises KeyError for a name not in `model`."""
+    from models.attention._base import AttentionBlock
+
+    modules = dict(model.named_modules())
+    missing = [b for b in blocks if b not in modules]
+    if missing:
+        raise KeyError(f"attention block(s) {', '.join(missing)} not in the model")
+    return [b for b in blocks if isinstance(modules[b], AttentionBlock) and modules[b].zero_start()]
+
+
 MIN_TRANSFER = 0.9  # below this share of the source tensors, a transfer is reported as a warning
 
 

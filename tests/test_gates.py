@@ -188,6 +188,7 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     """
     out, log = _finetune(synth, base_pt, tmp_path, epochs=2, save_period=1)
     assert "Identity start for 1 new attention block(s): model.9" in log
+    assert "Zero start for 1 of 1 new block(s) (hyp gate_zero_start)" in log
     assert "Calibrated 1 new block(s) on 8 training images (hyp gate_calibration_images)" in log  # min(32, 8)
     assert "Gates of model.9: faded in from 0 to 1 over 100 batches (25 epochs)" in log  # 4 batches per epoch
     assert ("the fade of the new blocks' gates lasts 100 batches (25 epochs) but training stops after 8 (2 epochs): "
@@ -200,6 +201,7 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     load_pretrained(load_checkpoint(base_pt)["model"], fresh)
     w0 = fresh.state_dict()["model.9.spatial.weight"]
     assert (sd["model.9.spatial.weight"] - w0).abs().max() > 1e-5  # the block learned
+    assert sd["model.9.spatial.weight"].abs().max() > 0  # its zero-started layer moved off 0 (gate <= 0.07, EMA: little)
     scale = sd["model.9.out_scale"]  # the calibrated output scale travels in the checkpoint
     # CBAM multiplies by two sigmoid maps < 1: every channel's scale > 1, ~4 on average when fresh
     assert scale.shape == (256,) and bool((scale > 1).all()) and scale.mean() > 2

@@ -103,6 +103,24 @@ class AttentionBlock(nn.Module):
         self.gate.zero_()
         return self
 
+    # Layers that :meth:`zero_start` zeroes: the last layer before each attention map's sigmoid
+    # (the map becomes the constant sigmoid(0) = 0.5) or the last layer of each residual branch
+    # (the branch adds 0). Empty for blocks whose own weights cannot make f a multiple of x.
+    zero_layers: tuple[str, ...] = ()
+
+    @torch.no_grad()
+    def zero_start(self) -> bool:
+        """Zero the weights and biases of :attr:`zero_layers` (for a ``Conv`` with batch norm: the
+        norm's scale and shift), so that ``f(x)`` is a per-channel constant multiple of `x` (or `x`
+        itself) and :meth:`calibrate` then makes it exactly `x`: the block opens without changing
+        the pretrained network's features, and learns from there. The zeroed layer still gets
+        gradient (its input is not zero) once the gate is above 0, as in zero-initialised residual
+        branches (Goyal et al., arXiv:1706.02677, zero gamma; the non-local block's own zero BN,
+        arXiv:1711.07971). Returns False for a block with nothing to zero."""
+        for name in self.zero_layers:
+            zero_layer(self.get_submodule(name))
+        return bool(self.zero_layers)
+
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """Data-dependent start for a block inserted into a pretrained network (LSUV-style).
@@ -259,3 +277,18 @@ def odd_kernel(c: int, gamma: float = 2.0, b: float = 1.0) -> int:
     """ECA's adaptive kernel size: the odd integer nearest above |log2(c) / gamma + b / gamma|."""
     t = int(abs(math.log2(c) / gamma + b / gamma))
     return t if t % 2 else t + 1
+
+
+@torch.no_grad()
+def zero_layer(m: nn.Module) -> None:
+    """Zero the affine parameters of `m`; for a conv followed by a batch norm (``m.bn``), the norm's
+    (so the layer outputs 0 whatever its input); for a fused one, its conv's."""
+    target = getattr(m, "bn", None)
+    if not isinstance(target, nn.Module):
+        target = getattr(m, "conv", m) if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) else m
+    params = [getattr(target, n, None) for n in ("weight", "bias")]
+    if not any(isinstance(q, torch.Tensor) for q in params):
+        raise TypeError(f"zero_layer: {type(m).__name__} has no weight or bias to zero")
+    for q in params:
+        if isinstance(q, torch.Tensor):
+            q.zero_()

@@ -23,6 +23,8 @@ class SE(AttentionBlock):
     Parameters: ``2*C*h + h + C``. Works at any size, 1x1 included.
     """
 
+    zero_layers = ("fc2",)  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int, r: int = 16):
         super().__init__()
         h = max(c1 // r, 1)
@@ -42,6 +44,8 @@ class ECA(AttentionBlock):
     sigmoid, scale. ``k = |log2(C)/gamma + b/gamma|`` made odd, gamma = 2, b = 1
     (k = 3 for C = 64, 5 for C = 512) unless given. Parameters: ``k``. Any size.
     """
+
+    zero_layers = ("conv",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, k: int | None = None, gamma: float = 2.0, b: float = 1.0):
         super().__init__()
@@ -63,6 +67,8 @@ class GC(AttentionBlock):
     LayerNorm, ReLU, 1x1 conv C/r->C (r = 16, biases on). Fusion: added to every position.
     Parameters with ``h = C // r``: ``(C + 1) + (C*h + h) + 2*h + (h*C + C)``. Any size.
     """
+
+    zero_layers = ("transform.3",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 16):
         super().__init__()
@@ -146,6 +152,8 @@ class SOCA(AttentionBlock):
     Parameters: ``2*C*h + h + C``. Cost: about ``3 * iterations * C^3`` multiply-adds per image.
     At 1x1 the covariance is 0 (``eps`` keeps it finite) and the gate depends on the biases only.
     """
+
+    zero_layers = ("fc2",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 16, iterations: int = 5, eps: float = 1e-5):
         super().__init__()

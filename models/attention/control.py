@@ -45,6 +45,8 @@ class Control(AttentionBlock):
     (built with `match_args` on `c1` channels; its gate not counted). Shape-preserving:
     (B, c1, H, W) -> (B, c1, H, W)."""
 
+    zero_layers = ("cv2",)  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int, match: str = "CBAM", *match_args):
         super().__init__()
         block = _matched_block(match)(c1, *match_args)

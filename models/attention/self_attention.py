@@ -37,6 +37,16 @@ class DA(AttentionBlock):
     Any size; position attention costs O((HW)^2) time.
     """
 
+    zero_layers = ("v",)  # zero_start: see AttentionBlock.zero_layers
+
+    @torch.no_grad()
+    def zero_start(self) -> bool:
+        """Position branch: value conv zeroed (adds 0); channel branch (no weights): beta back to the
+        paper's 0, a trained scale from there."""
+        super().zero_start()
+        self.beta.zero_()
+        return True
+
     def __init__(self, c1: int, r: int = 8):
         super().__init__()
         c8 = max(c1 // r, 1)
@@ -80,6 +90,8 @@ class CC(AttentionBlock):
     Applied ``recurrence`` = 2 times with the same weights, so every position reaches every
     other. Parameters with ``c8 = C // r``: ``2*(C*c8 + c8) + (C*C + C) + 1``. Any size.
     """
+
+    zero_layers = ("v",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 8, recurrence: int = 2):
         super().__init__()
@@ -135,6 +147,8 @@ class NonLocal(AttentionBlock):
     Parameters with ``h = C // r``: ``3*(C*h + h) + h*C + 2*C``. Any size; O((HW)^2) time.
     The paper's optional max-pool subsampling of phi and g is not used.
     """
+
+    zero_layers = ("w",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 2):
         super().__init__()
@@ -232,6 +246,8 @@ class DoubleAttention(AttentionBlock):
     the width and the result is added to the input. c_m = c_n = C / r, r = 4 (biases on).
     Parameters: ``(C*cm + cm) + 2*(C*cn + cn) + (cm*C + C)``. Any size; O(HW) time.
     """
+
+    zero_layers = ("proj",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 4, cm: int | None = None, cn: int | None = None):
         super().__init__()

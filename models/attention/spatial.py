@@ -32,6 +32,8 @@ class CBAM(AttentionBlock):
     Any size.
     """
 
+    zero_layers = ("mlp.2", "spatial")  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int, r: int = 16, k: int = 7):
         super().__init__()
         h = max(c1 // r, 1)
@@ -63,6 +65,8 @@ class BAM(AttentionBlock):
     with two images its output is +-1 whatever the input, so train with batches of 3 or more.
     """
 
+    zero_layers = ("channel.3", "spatial.3")  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int, r: int = 16, d: int = 4):
         super().__init__()
         h = max(c1 // r, 1)
@@ -85,6 +89,8 @@ class CA(AttentionBlock):
     per direction mid -> C, sigmoid; ``x * a_h * a_w``. The conv before BN has no bias
     (redundant). Parameters: ``C*mid + 2*mid + 2*(mid*C + C)``. Any size.
     """
+
+    zero_layers = ("conv_h", "conv_w")  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 32, min_mid: int = 8):
         super().__init__()
@@ -110,6 +116,8 @@ class GAM(AttentionBlock):
     ``x2 = Mc(x) * x; out = Ms(x2) * x2``. Parameters with ``h = C // r``:
     ``(C*h + h) + (h*C + C) + (49*C*h + 2*h) + (49*h*C + 2*C)``. Any size.
     """
+
+    zero_layers = ("channel.2", "spatial.1")  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int, r: int = 4, k: int = 7):
         super().__init__()
@@ -146,6 +154,8 @@ class TripletAttention(AttentionBlock):
     branch (C pooled); the output is the average of the three gated tensors.
     Parameters: ``3 * (2*k*k + 2)`` = 300 for k = 7, independent of C. Any size.
     """
+
+    zero_layers = ("cw.conv", "hc.conv", "hw.conv")  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int | None = None, k: int = 7):
         super().__init__()
@@ -231,6 +241,8 @@ class EMA(AttentionBlock):
 
     group_args = ("factor",)
 
+    zero_layers = ("conv3x3", "gn")  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int, factor: int = 32):
         super().__init__()
         self.g = fit_groups(c1, factor)
@@ -298,6 +310,8 @@ class PSA(AttentionBlock):
     ``h = C // 2``: ``(C + 1) + (C*h + h) + (h*C + C) + 2*C + 2*(C*h + h)``. Any size.
     """
 
+    zero_layers = ("ln", "sp_v")  # zero_start: see AttentionBlock.zero_layers
+
     def __init__(self, c1: int):
         super().__init__()
         h = max(c1 // 2, 1)
@@ -333,6 +347,15 @@ class LSK(AttentionBlock):
     ``26*C + 50*C + 2*(C*h + h) + (4*49 + 2) + (h*C + C)``. Any size.
     """
 
+    zero_layers = ("conv",)  # zero_start: see AttentionBlock.zero_layers
+
+    @torch.no_grad()
+    def zero_start(self) -> bool:
+        """The attention multiplies x directly (no sigmoid): its last conv starts at weight 0 and bias 1."""
+        super().zero_start()
+        self.conv.bias.fill_(1.0)
+        return True
+
     def __init__(self, c1: int):
         super().__init__()
         h = max(c1 // 2, 1)
@@ -362,6 +385,15 @@ class LSKA(AttentionBlock):
     All convs with bias. Parameters: ``C*C + C + 2*(k0*C + C) + 2*(kd*C + C)``
     (``C*C + 29*C`` for k = 23). Any size.
     """
+
+    zero_layers = ("conv1",)  # zero_start: see AttentionBlock.zero_layers
+
+    @torch.no_grad()
+    def zero_start(self) -> bool:
+        """The attention multiplies x directly (no sigmoid): its last conv starts at weight 0 and bias 1."""
+        super().zero_start()
+        self.conv1.bias.fill_(1.0)
+        return True
 
     def __init__(self, c1: int, k: int = 23, d: int | None = None):
         super().__init__()
@@ -412,6 +444,8 @@ class S2MLPv2(AttentionBlock):
 
     SHIFT1 = ((2, 1), (2, -1), (1, 1), (1, -1))
     SHIFT2 = ((1, 1), (1, -1), (2, 1), (2, -1))
+
+    zero_layers = ("fc_out",)  # zero_start: see AttentionBlock.zero_layers
 
     def __init__(self, c1: int):
         super().__init__()
