@@ -52,6 +52,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -98,10 +99,14 @@ def _duration(s: float) -> str:
 
 
 def expand_cfgs(items: list[str]) -> list[str]:
-    """Config names, paths and globs -> a list without duplicates, in the order given."""
+    """Config names, paths and globs -> a list in the order given; a glob's matches already listed are
+    left out, a name given twice stays twice (refused by the request checks, never merged silently)."""
     out: list[str] = []
     for it in items:
-        matches = sorted(glob.glob(it)) if any(c in it for c in "*?[") else [it]
+        if not any(c in it for c in "*?["):
+            out.append(it)
+            continue
+        matches = sorted(glob.glob(it))
         if not matches:
             raise FileNotFoundError(f"--cfg {it!r} matches no file")
         out += [m for m in matches if m not in out]
@@ -239,7 +244,7 @@ def _cost_worker(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None, 
             gpu_ms = statistics.median(gt)
         batch = 1 if getattr(fused, "dynamic", True) else int(getattr(fused, "meta", {}).get("batch") or 1)
         q.put({"params": params, "gflops": round(gflops, 2), "cpu_ms": round(statistics.median(times), 1),
-               "precision": precision,
+               "precision": precision, "dynamic": bool(getattr(fused, "dynamic", True)),
                "timed_at": f"{imgsz[0]}x{imgsz[1]}" + (f", batch {batch} (fixed)" if batch > 1 else ""),
                "gpu_ms": None if gpu_ms is None else round(gpu_ms, 2), "peak_mem_mb": round(max(peak_mb, 0.0), 1)})
     except Exception as e:  # reported by the parent with the config's name
@@ -291,9 +296,12 @@ def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None =
     another class count. RuntimeError naming `cfg` when the measurement fails."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # other work on the cores, for the note
     p = ctx.Process(target=_cost_worker, args=(cfg, imgsz, threads, runs, nc, nc_from, half, q))
     p.start()
     res = q.get()
+    if isinstance(res, dict) and load is not None:
+        res["load_avg"] = round(load, 2)
     p.join()
     if res.get("user_error"):  # bad input, already named in its message (ModelConfigError, CheckpointError too)
         raise ValueError(res["error"].split(": ", 1)[1])
@@ -445,7 +453,7 @@ def _difference_cells(is_base: bool, diff: dict | None) -> dict[str, str]:
         return dict.fromkeys(keys, "-")
     d50, d = diff["mAP50"], diff["mAP50-95"]
     return {keys[0]: f"{d50.delta:+.3f} {d50.interval()}", keys[1]: f"{d.delta:+.3f} {d.interval()}",
-            keys[2]: d.describe(), keys[3]: d50.describe()}
+            keys[2]: d.describe_rounded(), keys[3]: d50.describe_rounded()}
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -541,7 +549,7 @@ def plot_differences(diffs: dict[str, dict], cfgs: list[str], names: dict[str, s
         for y, c in enumerate(rows):
             d = diffs[c][metric]
             ax.errorbar(d.delta, y, xerr=[[d.delta - d.low], [d.high - d.delta]], fmt="o", capsize=4,
-                        color=colours[d.verdict])
+                        color=colours.get(d.verdict, "0.5"))  # grey: not measurable
         ax.axvline(0, color="k", linestyle="--", linewidth=1)
         ax.set_xlabel(f"Δ {metric} vs {names[cfgs[0]]} (95% CI)")
         ax.grid(alpha=0.3)
@@ -561,7 +569,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
     an Optuna RDB URL through which several processes share the training runs (utils/grid.py).
     `report`: train nothing; the table holds the runs finished so far (the note lists the others)."""
     cfgs = expand_cfgs(cfg)
-    evaluate_files = _check_request(cfgs, data, weights, epochs, control, storage)
+    evaluate_files = _check_request(cfgs, data, weights, epochs, control, storage, bootstrap, report)
     out = Path(project) / name
     out.mkdir(parents=True, exist_ok=True)
     if control:
@@ -616,12 +624,14 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
 
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
     rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
-    note = cost_note(rows, imgsz, runs, threads)
+    note = cost_note(rows, imgsz, runs, threads, {names[c]: cost[c].get("load_avg") for c in cfgs})
     if half:
         used = sorted({str(cost[c].get("precision", "FP32")) for c in cfgs})
         note += f" --half: CPU latency at {', '.join(used)}."
     if acc:
         note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
+    note += _preprocessing_note(cfgs, cost, names) if evaluate_files else ""
+    note += _control_mismatch_note(cfgs, cost, names) if control else ""
     if missing:
         note += ((" Not trained yet (--report: the table holds the runs finished so far): " if report else
                   " Missing training runs (failed; see the log of the process that ran them): ")
@@ -668,11 +678,22 @@ def format_of(cfg: str) -> str:
     return format_key(cfg)
 
 
+MIN_BOOTSTRAP = 200  # fewer resamples give 95% interval edges that move from one seed to the next
+
+
 def _check_request(cfgs: list[str], data: str | None, weights: str | None, epochs: int, control: bool,
-                   storage: str | None = None) -> bool:
+                   storage: str | None = None, bootstrap: int = 1000, report: bool = False) -> bool:
     """Refuse what cannot be measured, before any work; True when model files are to be evaluated
     (model files only, --data, no --epochs)."""
     files = [c for c in cfgs if is_model_file(c)]
+    _refuse_repeats(cfgs)
+    missing = [c for c in files if not Path(c).exists()]
+    if missing:
+        raise FileNotFoundError(f"model file {missing[0]} not found (--cfg); give the path of a trained checkpoint "
+                                "or exported model")
+    if bootstrap < MIN_BOOTSTRAP:
+        raise ValueError(f"--bootstrap {bootstrap}: at least {MIN_BOOTSTRAP} resamples are needed for a stable 95% "
+                         "interval (default 1000)")
     if storage and epochs <= 0:
         raise ValueError("--storage shares training runs between processes: it needs --epochs > 0")
     if storage:  # a missing driver or an unreachable server is named before any work
@@ -688,11 +709,60 @@ def _check_request(cfgs: list[str], data: str | None, weights: str | None, epoch
             require_same_scale(weights, cfgs)
     if control and not epochs > 0:
         raise ValueError("--control adds configs to train: it needs --epochs and --data")
+    if report and not epochs > 0:  # a cost-only --report would measure and overwrite, not report
+        raise ValueError("--report prints the training runs finished so far: give the same --cfg, --data, --epochs "
+                         "and --seeds as the command that trains them")
     if files and data and not epochs > 0 and len(files) != len(cfgs):
         raise ValueError(f"with --data and no --epochs, model files are evaluated on the val split, but "
                          f"{[c for c in cfgs if c not in files][0]} is a config, which is not trained: give model "
                          "files only, or configs with --epochs")
     return bool(files) and bool(data) and not epochs > 0
+
+
+def _preprocessing_note(cfgs: list[str], cost: dict[str, dict], names: dict[str, str]) -> str:
+    """Warn (and return a note) when model files of fixed and dynamic input shape are compared: val.py
+    feeds a fixed-shape export square letterboxed images, a dynamic model rectangular batches, so
+    part of their difference is the preprocessing, not the model. '' when all are alike."""
+    fixed = [names[c] for c in cfgs if cost[c].get("dynamic") is False]
+    if not fixed or len(fixed) == len(cfgs):
+        return ""
+    msg = (f"{', '.join(fixed)} (fixed-shape export) validated on square letterboxed images, the others on "
+           "rectangular batches: part of each Δ between them is this preprocessing, not the model; export every "
+           "model the same way (or with --dynamic) to compare the models alone")
+    LOGGER.warning(f"WARNING: {msg}")
+    return f" Note: {msg}."
+
+
+def _control_mismatch_note(cfgs: list[str], cost: dict[str, dict], names: dict[str, str]) -> str:
+    """A note naming each control whose added parameters are not within 2x of its attention config's
+    (a block of a few parameters, e.g. SimAM, has no plain counterpart that small: the smallest
+    bottleneck, hidden width 1, has 3C + 1). '' when every control matches."""
+    base = cost[cfgs[0]]["params"]
+    off = []
+    for att, ctrl in zip(cfgs, cfgs[1:]):
+        if not Path(ctrl).stem.endswith("_control") or Path(ctrl).stem != f"{Path(att).stem}_control":
+            continue
+        a, c = cost[att]["params"] - base, cost[ctrl]["params"] - base
+        if not (a > 0 and 0.5 <= c / a <= 2):
+            off.append(f"{names[ctrl]} adds {c:,} parameters against {a:,}")
+    if not off:
+        return ""
+    msg = (f"capacity not matched: {'; '.join(off)} (no plain bottleneck is that small); read such a control as "
+           "more capacity than its block, not the same")
+    LOGGER.warning(f"WARNING: {msg}")
+    return f" Note: {msg}."
+
+
+def _refuse_repeats(cfgs: list[str]) -> None:
+    """ValueError when --cfg names one config or model file twice (its rows would collapse into one)."""
+    seen: dict[str, str] = {}
+    for c in cfgs:
+        key = str(Path(c).resolve()) if Path(c).exists() else c
+        if key in seen:
+            same = c if seen[key] == c else f"{seen[key]} and {c}"
+            raise ValueError(f"--cfg lists {same} twice: each config is one row; to repeat a training run, use "
+                             "--seeds")
+        seen[key] = c
 
 
 def _cost(c: str, name: str, settings: dict, done: dict, log: Path, progress: Progress, nc_from: str) -> dict:
@@ -799,17 +869,23 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
              "probability).")
     if any(r.get("gate") is not None for runs in acc.values() for r in runs):
         what += (" gate = mean |gate| of the attention blocks after training (0: still the identity they start as "
-                 "when inserted into a pretrained model, 1: the paper's block; for DA, CC and NonLocal the gate "
-                 "times their own residual scale, also 0 at the start).")
+                 "when inserted into a pretrained model, 1: fully in; with zero start, train.py's default, a block "
+                 "at gate 1 is what its zero-started layers have learnt, the identity until they do; for DA, CC and "
+                 "NonLocal the gate times their own residual scale).")
     if control:
         what += (" control rows (…_control): every attention block replaced by a plain residual 1x1-conv bottleneck "
                  "of about the same parameters, faded in the same way (models/attention/control.py).")
     return what
 
 
-def cost_note(rows: list[dict], imgsz: int, runs: int, threads: int) -> str:
+BUSY_LOAD = 1.0  # 1-min load average before a cost measurement above which its latency is called inflated
+
+
+def cost_note(rows: list[dict], imgsz: int, runs: int, threads: int, loads: dict[str, float] | None = None) -> str:
     """The results.md note on how cost was measured. Rows with a "timed at" entry (fixed-shape
-    exports) are said to be timed at that size, and a fixed batch of N to be timed for the whole batch."""
+    exports) are said to be timed at that size, and a fixed batch of N to be timed for the whole batch.
+    `loads` ({row name: 1-min load average when its cost was measured}): rows measured while other
+    work kept the CPU busy are named, since their latency is inflated."""
     timed = [r["timed at"] for r in rows if "timed at" in r]
     note = (f"Measured by `compare.py` at {imgsz}px: CPU latency = median of {runs} forward passes (configs fused), "
             f"batch 1, {threads} threads; peak MB = resident-memory growth during inference.")
@@ -818,6 +894,11 @@ def cost_note(rows: list[dict], imgsz: int, runs: int, threads: int) -> str:
                  f"{imgsz}x{imgsz} are fixed-shape exports, timed at that size instead")
         note += (", and a 'batch N (fixed)' row's CPU ms is one forward pass of the whole batch of N images, "
                  "not one image." if any("batch" in t for t in timed) else ".")
+    busy = {n: v for n, v in (loads or {}).items() if v is not None and v > BUSY_LOAD}
+    if busy:
+        note += (f" CPU ms of {', '.join(busy)} measured while other work kept the CPU busy (1-min load average up "
+                 f"to {max(busy.values()):.1f} on {os.cpu_count()} logical CPUs): those latencies are inflated and "
+                 "not comparable; measure cost again on idle cores (delete their cost lines from runs.jsonl).")
     return note
 
 

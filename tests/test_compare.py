@@ -466,3 +466,48 @@ def test_checkpoints_compared_without_training(weights_n, datasets_dir, tmp_path
     assert -0.06 < d < -0.015 and hi < 0 and bad["verdict"] == "worse", bad
     note = (tmp_path / "ck" / "results.md").read_text()
     assert "each model file evaluated on the val split of coco128.yaml (128 images)" in note
+
+
+# --- requests refused before any work; notes on what a table cannot show -------------------------
+
+
+@pytest.mark.parametrize("cfgs, kwargs, error, match", [
+    (["yolov5n.yaml", "yolov5n_SE.yaml", "yolov5n.yaml"], {}, ValueError, "lists yolov5n.yaml twice"),
+    (["missing_dir/a.pt", "b.pt"], {"data": "x.yaml"}, FileNotFoundError, "model file missing_dir/a.pt not found"),
+    (CFGS, {"bootstrap": 10}, ValueError, "--bootstrap 10: at least 200"),
+    (CFGS, {"report": True}, ValueError, "--report prints the training runs finished so far"),
+])
+def test_bad_requests_are_refused_before_any_work(cfgs, kwargs, error, match, tmp_path):
+    with pytest.raises(error, match=match):
+        compare.run(cfgs, project=str(tmp_path), name="x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_same_file_under_two_spellings_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "a.pt").write_bytes(b"0")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"lists a.pt and ./a.pt twice"):
+        compare.run(["a.pt", "./a.pt"], data="d.yaml", project=str(tmp_path), name="x")
+    assert compare.expand_cfgs([str(tmp_path / "*.pt"), str(tmp_path / "a.pt")]) == [str(tmp_path / "a.pt")] * 2
+
+
+def test_notes_for_unmatched_controls_mixed_shapes_and_busy_cores(caplog):
+    names = {c: c.split(".")[0] for c in ("b.yaml", "s.yaml", "s_control.yaml", "c.yaml", "c_control.yaml")}
+    cost = {"b.yaml": {"params": 1000}, "s.yaml": {"params": 1001}, "s_control.yaml": {"params": 2537},
+            "c.yaml": {"params": 1500}, "c_control.yaml": {"params": 1520}}
+    note = compare._control_mismatch_note(list(names), cost, names)
+    assert "s_control adds 1,537 parameters against 1" in note and "c_control" not in note
+    shapes = {"a.pt": {"dynamic": True}, "a.onnx": {"dynamic": False}}
+    assert "a (fixed-shape export) validated on square letterboxed images" in compare._preprocessing_note(
+        ["a.pt", "a.onnx"], shapes, {"a.pt": "a.pt", "a.onnx": "a"})
+    assert compare._preprocessing_note(["a.onnx"], {"a.onnx": {"dynamic": False}}, {"a.onnx": "a"}) == ""
+    busy = compare.cost_note([], 64, 20, 2, {"base": 0.3, "cbam": 5.2})
+    assert "CPU ms of cbam measured while other work kept the CPU busy (1-min load average up to 5.2" in busy
+    assert "busy" not in compare.cost_note([], 64, 20, 2, {"base": 0.3})
+
+
+def test_console_table_writes_large_latencies_in_full():
+    from utils.logging import table
+
+    out = table([{"config": "x", "CPU ms": 1234.6, "mAP50": 0.51234}])
+    assert "1235" in out and "e+03" not in out and "0.512" in out

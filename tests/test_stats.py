@@ -126,3 +126,19 @@ def test_coverage_of_a_known_difference():
         d = compare([a], [b], n_boot=100, seed=k)
         hits += [d[m].low <= truth[i] <= d[m].high for i, m in enumerate(("mAP50", "mAP50-95"))]
     assert (hits / 200 >= 0.90).all(), hits / 200
+
+
+def test_too_few_labelled_images_is_not_measurable():
+    """One labelled val image (or none): resampling it changes nothing, so no verdict either way."""
+    rows = simulated_images(np.random.default_rng(3), 1, (0.9, 0.2))
+    empty = [(f"bg{i}.jpg", np.zeros((0, 10), bool), np.zeros(0, np.float32), np.zeros(0), np.zeros(0)) for i in range(5)]
+    a, b = (MatchStats.from_val(r + empty) for r in rows)
+    d = compare([a], [b], n_boot=300)
+    assert d["mAP50"].verdict == "not measurable (1 labelled val image(s))" == d["mAP50-95"].describe()
+    assert Difference("mAP50", 0.1, 0.05, 0.2, 0.01, 0.03, labelled_images=0).verdict.startswith("not measurable")
+
+
+def test_a_verdict_whose_interval_rounds_to_zero_says_so():
+    d = Difference("mAP50-95", 0.01, 0.0004, 0.02, 0.005, 0.014)
+    assert d.interval() == "[+0.000, +0.020]" and d.describe_rounded() == "better (interval edge +4.0e-04)"
+    assert Difference("mAP50", -0.01, -0.02, -0.004, 0.004, 0.011).describe_rounded() == "worse"

@@ -41,6 +41,8 @@ def table(rows: list[dict], floatfmt: str = ".3g") -> str:
     keys = list(rows[0])
 
     def fmt(v):
+        if isinstance(v, float) and floatfmt.endswith("g") and 1e3 <= abs(v) < 1e15:
+            return f"{v:.0f}"  # 1234.5 ms reads as 1234 or 1235, not 1.23e+03
         return format(v, floatfmt) if isinstance(v, float) else str(v)
 
     cells = [[fmt(r.get(k, "")) for k in keys] for r in rows]

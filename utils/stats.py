@@ -36,6 +36,7 @@ from utils.metrics import EPS, compute_ap_columns
 
 METRICS = ("mAP50", "mAP50-95")
 Z_POWER = 0.8416212335729143  # standard normal quantile at 0.80: detectable = (z_level + Z_POWER) * SE
+MIN_LABELLED_IMAGES = 2  # a bootstrap over fewer labelled images than this resamples nothing
 
 
 @dataclass(frozen=True)
@@ -235,10 +236,15 @@ class Difference:
     se: float
     detectable: float
     level: float = 0.95
+    labelled_images: int = MIN_LABELLED_IMAGES  # val images with at least one label
 
     @property
     def verdict(self) -> str:
-        """``better``, ``worse`` or ``no detectable difference``: from the interval alone."""
+        """``better``, ``worse`` or ``no detectable difference``: from the interval alone; ``not
+        measurable`` when fewer than :data:`MIN_LABELLED_IMAGES` val images have labels (the
+        interval is then [0, 0] or undefined: no evidence either way)."""
+        if self.labelled_images < MIN_LABELLED_IMAGES:
+            return f"not measurable ({self.labelled_images} labelled val image(s))"
         if self.low > 0:
             return "better"
         if self.high < 0:
@@ -253,6 +259,15 @@ class Difference:
         """The verdict; a ``no detectable difference`` carries the detectable size (``±0.021``)."""
         v = self.verdict
         return f"{v} (±{self.detectable:.{digits}f})" if v == "no detectable difference" else v
+
+    def describe_rounded(self, digits: int = 3) -> str:
+        """:meth:`describe`; a ``better`` / ``worse`` whose interval rounds to touch 0 at `digits`
+        (``[+0.000, +0.012]``) says so, so that the printed interval and the verdict agree."""
+        v = self.describe(digits)
+        edge = self.low if v == "better" else self.high if v == "worse" else None
+        if edge is not None and round(edge, digits) == 0:
+            v += f" (interval edge {edge:+.1e})"
+        return v
 
 
 def _seed_means(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -285,6 +300,7 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
     if n_boot < 2 or not 0 < level < 1:
         raise ValueError(f"n_boot must be >= 2 and level in (0, 1), got {n_boot} and {level}")
     images = baseline[0].images
+    labelled = len(np.unique(baseline[0].lab_image))
     rng = np.random.default_rng(seed)
     counts = image_resamples(len(images), n_boot, rng)
     ones = np.ones(len(images), dtype=np.int64)
@@ -304,7 +320,7 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
         lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2], axis=0)
         se = d.std(0, ddof=1)
         out[name] = {m: Difference(m, float(full[k] - base_full[k]), float(lo[k]), float(hi[k]), float(se[k]),
-                                   float((z + Z_POWER) * se[k]), level) for k, m in enumerate(METRICS)}
+                                   float((z + Z_POWER) * se[k]), level, labelled) for k, m in enumerate(METRICS)}
     return out
 
 
