@@ -613,6 +613,10 @@ def _prepare_loop(run: _Run) -> None:
         if saved_row:  # the checkpoint's own epoch, exactly as it was logged
             rows.append({k: saved_row.get(k) for k in run.csv_keys})
         _write_csv(csv_path, rows, run.csv_keys)
+    elif run.main_proc and csv_path.is_file():  # --exist-ok into an earlier run's folder: a log of its own
+        kept = _set_aside(csv_path)
+        LOGGER.warning(f"WARNING: {run.save_dir} already held a results.csv from an earlier run (--exist-ok): moved "
+                       f"to {kept.name}; this run's results.csv starts at epoch 0")
     LOGGER.info(f"Image sizes {run.imgsz} train, {run.imgsz} val\n"
                 f"Using {run.train_loader.num_workers} dataloader workers\n"
                 f"Logging results to {run.save_dir}\n"
@@ -863,6 +867,16 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
                    help="Optuna storage URL of the study (default: sqlite:///<run folder>/evolve.db)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return p.parse_known_args(argv)[0] if known else p.parse_args(argv)
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename `path` (``results.csv``) to the first free ``results.prev.csv``, ``results.prev2.csv``, ...;
+    returns the new path."""
+    for i in range(1, 10_000):
+        new = path.with_name(f"{path.stem}.prev{i if i > 1 else ''}{path.suffix}")
+        if not new.exists():
+            return path.rename(new)
+    raise FileExistsError(f"{path.parent}: too many earlier results files; clean the folder")
 
 
 def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:

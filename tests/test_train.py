@@ -418,3 +418,19 @@ def test_results_plot_small_learning_rate_is_readable(tmp_path, monkeypatch):
         labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
         scale = ax.yaxis.get_major_formatter().get_offset()  # e.g. "1e−4"
         assert len(set(labels)) > 1 and scale, (labels, scale)
+
+
+def test_exist_ok_into_an_earlier_runs_folder_starts_a_fresh_log(synth, tmp_path):
+    """A run restarted from scratch with exist_ok into the folder of an interrupted one used to append
+    its epochs to the old results.csv (epochs 0..7, then 0, 1, ...): the old log is set aside, not lost."""
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    (run_dir / "results.csv").write_text("epoch,x\n0,1\n1,2\n2,3\n")
+    with LogLines() as log:
+        out = train.run(data=str(synth), weights="", cfg="yolov5n.yaml", epochs=1, project=str(tmp_path), name="exp",
+                        **{**FAST, "exist_ok": True, "imgsz": 64})
+    rows = _rows(out["save_dir"] / "results.csv")
+    assert [r["epoch"].strip() for r in rows] == ["0"]
+    assert (run_dir / "results.prev.csv").read_text() == "epoch,x\n0,1\n1,2\n2,3\n"
+    assert any("already held a results.csv from an earlier run (--exist-ok): moved to results.prev.csv" in ln
+               for ln in log.lines)
