@@ -84,7 +84,9 @@ def run(epochs: int = DEMO_EPOCHS, imgsz: int = 160, n_train: int = DEMO_N_TRAIN
         f"  trained weights  {res['weights']} (val mAP50 {res['map50']:.3f} after {epochs} epochs)\n"
         f"  new test image   {image} ({n_objects} shapes drawn)\n"
         f"  detections       {det_dir / image.name} and {res['labels']} ({len(confs)} found: {said})\n"
-        f"Next: python detect.py --weights {res['weights']} --source path/to/your/images")
+        f"Next (the demo's settings: its {imgsz}-px training size, confidence >= {DEMO_CONF}, class-agnostic NMS):\n"
+        f"  python detect.py --weights {res['weights']} --img {imgsz} --conf-thres {DEMO_CONF} --agnostic-nms "
+        "--source path/to/your/images")
     return res
 
 

@@ -141,6 +141,22 @@ def _names_list(names, nc: int) -> list[str]:
     return [str(n) for n in names]
 
 
+def _images_in_annotations(paths: list[str], ids: dict[str, int], known: dict[str, int], records: list[dict],
+                           anno: Path, pred_json: Path) -> tuple[list[int], Path]:
+    """The image ids and predictions file the COCO evaluation against the official annotation file
+    `anno` uses: only images listed there (pycocotools cannot score others). Warns with the count
+    when some val images are not in it; their predictions stay in `pred_json` under new ids."""
+    inside = [ids[p] for p in paths if Path(p).name in known]
+    if len(inside) == len(paths):
+        return inside, pred_json
+    LOGGER.warning(f"WARNING: {len(paths) - len(inside)} of {len(paths)} val images are not in {anno}: the COCO "
+                   f"evaluation covers the {len(inside)} that are (the others' detections are in {pred_json.name} "
+                   "under new ids)")
+    keep = set(inside)
+    return inside, coco.write_json([r for r in records if r["image_id"] in keep],
+                                   pred_json.with_name(pred_json.stem + "_in_annotations.json"))
+
+
 def _backend_input(backend, imgsz: int, batch_size: int) -> tuple[int, int]:
     """Image size and batch size a loaded model file takes: a fixed-shape export imposes its own."""
     if backend.dynamic:
@@ -341,17 +357,29 @@ def run(
     n_json = sum(len(d) for _, d in json_dets)
     if save_json and n_json:
         wstem = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
-        ids = coco.image_ids([p for p, *_ in gt_images])  # one id per image, shared by both JSON files
+        anno = Path(data.get("path", "")) / "annotations" / "instances_val2017.json"
+        official = bool(coco_classes and data.get("path") and anno.is_file())
+        paths = [str(p) for p, *_ in gt_images]
+        known = None
+        if official:
+            try:
+                known = coco.annotation_ids(anno)
+            except ValueError as e:
+                LOGGER.warning(f"WARNING: {e}; the ground truth is built from the YOLO labels instead")
+                official = False
+        ids = coco.image_ids(paths, known)  # one id per image, shared by both JSON files
         records = [r for p, d in json_dets for r in coco.detections_to_json(d, ids[str(p)], class_map)]
         pred_json = coco.write_json(records, save_dir / f"{wstem}_predictions.json")
         LOGGER.info(f"Saved {n_json} COCO-format detections to {pred_json}")
-        anno = Path(data.get("path", "")) / "annotations" / "instances_val2017.json"
-        if not (coco_classes and data.get("path") and anno.is_file()):
+        eval_ids, eval_json = list(ids.values()), pred_json
+        if official:
+            eval_ids, eval_json = _images_in_annotations(paths, ids, known, records, anno, pred_json)
+        else:
             gt_json = coco.build_gt_json(gt_images, names, class_map, ids)
             anno = coco.write_json(gt_json, save_dir / "annotations_from_labels.json")
             LOGGER.info(f"Built COCO ground truth from the YOLO labels: {anno}")
         try:
-            map5095, map50 = coco.coco_eval(anno, pred_json, img_ids=list(ids.values()))
+            map5095, map50 = coco.coco_eval(anno, eval_json, img_ids=eval_ids)
             LOGGER.info(f"pycocotools: mAP50 {map50:.3f}, mAP50-95 {map5095:.3f}")
         except ImportError:
             LOGGER.warning("WARNING: pycocotools is not installed; COCO mAP skipped (pip install pycocotools)")

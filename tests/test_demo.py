@@ -39,6 +39,14 @@ def test_demo_runs_end_to_end_offline(tmp_path, monkeypatch):
     assert f"({res['detections']} found: {said})" in summary  # each detection's class and confidence
     assert set(res["classes"]) <= set(CLASSES) and res["confidences"] == sorted(res["confidences"], reverse=True)
     assert demo.parse_opt([]).epochs == demo.DEMO_EPOCHS and demo.DEMO_CFG == "yolov5n_CBAM.yaml"
+    # the suggested next command repeats the demo's settings (without --img 64 it drew 12 false triangles)
+    import shlex
+
+    import detect
+
+    cmd = shlex.split(next(ln for ln in summary.splitlines() if "python detect.py" in ln))
+    opt = detect.parse_opt(cmd[2:])
+    assert opt.imgsz in (64, [64], [64, 64]) and opt.conf_thres == demo.DEMO_CONF and opt.agnostic_nms
 
 
 

@@ -245,3 +245,26 @@ def test_annotation_follows_the_image_size():
     assert thick.font_scale == 0.3
     big = Annotator(np.zeros((640, 640, 3), np.uint8))
     assert big.lw == 2 and abs(big.font_scale - 2 / 3) < 1e-9
+
+
+@pytest.mark.parametrize("shape, box", [((160, 160), (130, 60, 158, 90)), ((48, 48), (10, 10, 40, 40)),
+                                        ((100, 2000), (900, 20, 970, 90))])
+def test_label_tabs_stay_inside_the_image(shape, box):
+    """A box at the right edge (the demo's triangle), a 48-px image narrower than its label, a
+    2000x100 strip: the whole tab is drawn inside the image, and on the strip it is sized from the
+    short side (about 9 px, not 27 px over a 70-px object)."""
+    import numpy as np
+
+    from utils.plots import Annotator
+
+    a = Annotator(np.zeros((*shape, 3), np.uint8))
+    a.box_label(box, "triangle 0.81", color=(0, 0, 255))
+    red = a.result()[:, :, 2] > 0
+    cols = np.nonzero(red[: box[1]].any(0) if box[1] > 12 else red.any(0))[0]
+    import cv2
+
+    w = cv2.getTextSize("triangle 0.81", cv2.FONT_HERSHEY_SIMPLEX, a.font_scale, max(a.lw - 1, 1))[0][0]
+    assert cols.max() < shape[1] and cols.max() - cols.min() + 1 >= min(w, shape[1]) - 1  # the whole tab fits
+    if shape == (100, 2000):
+        rows = np.nonzero(red[: box[1], 800:1100].any(1))[0]
+        assert a.font_scale == 0.3 and len(rows) <= 12

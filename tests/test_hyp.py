@@ -66,3 +66,18 @@ def test_label_smoothing_of_hyp_file_survives_unless_flag_given(tmp_path):
     opt = train.parse_opt(["--label-smoothing", "1.5"])
     with pytest.raises(ValueError, match=r"--label-smoothing 1.5: hyp label_smoothing=1.5 must be .*\[0, 1\)"):
         train._apply_hyp_flags(load_hyp(None), opt, None)
+
+
+def test_exponent_numbers_in_a_hyp_file_are_numbers(tmp_path):
+    """`lr0: 1e-3` (the shipped file's own advice for Adam) was read as the string '1e-3' by YAML 1.1
+    rules and refused; a quoted '1e-3' is still text and still refused."""
+    from utils.data.dataset import load_hyp
+    from utils.hyp import check_hyp_ranges
+
+    f = tmp_path / "hyp.yaml"
+    f.write_text("lr0: 1e-3\nweight_decay: 5E-4\nlrf: 1.0e-2\nmomentum: '9e-1'\n")
+    hyp = load_hyp(f)
+    assert hyp["lr0"] == 0.001 and hyp["weight_decay"] == 0.0005 and hyp["lrf"] == 0.01
+    check_hyp_ranges(hyp, ["lr0", "weight_decay", "lrf"])
+    with pytest.raises(ValueError, match="hyp momentum='9e-1' must be a finite number"):
+        check_hyp_ranges(hyp, ["momentum"])

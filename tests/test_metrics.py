@@ -291,3 +291,11 @@ def test_confusion_matrix_of_many_classes_keeps_tick_labels(tmp_path):
     small = confusion_figure(ConfusionMatrix(nc=5), names[:5]).axes[0]
     assert [t.get_text() for t in small.get_xticklabels()] == [*names[:5], "background"]
     assert plot_confusion_matrix(cm, tmp_path / "cm.png", names).is_file()
+
+
+def test_image_ids_from_an_annotation_file_take_precedence():
+    known = {"000000000009.jpg": 9, "frame_a.jpg": 4, "000000000031.jpg": 31}
+    ids = image_ids(["x/frame_a.jpg", "x/000000000009.jpg", "x/img_x.jpg", "y/frame_a.jpg", "x/000000000030.jpg"],
+                    known)
+    assert ids == {"x/frame_a.jpg": 4, "x/000000000009.jpg": 9, "x/img_x.jpg": 32, "y/frame_a.jpg": 33,
+                   "x/000000000030.jpg": 34}  # a number the file does not list is not trusted either

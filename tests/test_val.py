@@ -312,3 +312,39 @@ def test_save_json_mixed_and_same_names_one_id_per_image(mixed_names, tiny_model
     assert 9 in gt_ids
     assert {p["image_id"] for p in preds} == set(gt_ids)  # every image has detections (random model, conf 0.001)
     assert sorted(a["image_id"] for a in gt["annotations"]) == sorted(gt_ids)  # one label per image
+
+
+def test_save_json_ids_come_from_the_official_annotation_file(tmp_path, weights_n, bus):
+    """A COCO-classes dataset with annotations/instances_val2017.json: ids are the file's; an image the
+    file lacks (img_x.jpg) used to get the next free number of the run (31), another image's id in the
+    file, and was scored against that image's ground truth. Now: a new id above the file's, a warning
+    with the count, and the COCO evaluation covers the listed images only."""
+    import cv2
+
+    from tests.logcapture import LogLines
+    from utils.coco import COCO_NAMES
+
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "annotations").mkdir()
+    picture = cv2.resize(cv2.imread(str(bus)), (64, 64))  # people: yolov5n.pt detects something
+    for stem in ("000000000009", "000000000025", "000000000030", "img_x"):
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), picture)
+        (root / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.4 0.4\n")
+    listed = {9: "000000000009.jpg", 25: "000000000025.jpg", 30: "000000000030.jpg", 31: "000000000031.jpg"}
+    anno = {"images": [{"id": i, "file_name": f, "height": 64, "width": 64} for i, f in listed.items()],
+            "annotations": [{"id": k + 1, "image_id": i, "category_id": 1, "bbox": [19.2, 19.2, 25.6, 25.6],
+                             "area": 655.36, "iscrowd": 0} for k, i in enumerate(listed)],
+            "categories": [{"id": 1, "name": "person"}]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(anno))
+    yml = tmp_path / "coco.yaml"
+    yml.write_text(f"path: {root}\ntrain: images\nval: images\nnames: {json.dumps(COCO_NAMES)}\n")
+    with LogLines() as log:
+        val.run(yml, weights=weights_n, imgsz=64, batch_size=4, device="cpu", workers=0, project=tmp_path, name="j",
+                plots=False, save_json=True)
+    assert "1 of 4 val images are not in" in log.text and "pycocotools: mAP50" in log.text, log.text
+    preds = json.loads((tmp_path / "j" / "yolov5n_predictions.json").read_text())
+    assert {p["image_id"] for p in preds} == {9, 25, 30, 32}  # img_x: above the file's 31, never 31
+    scored = json.loads((tmp_path / "j" / "yolov5n_predictions_in_annotations.json").read_text())
+    assert {p["image_id"] for p in scored} == {9, 25, 30}

@@ -46,16 +46,19 @@ def category_map(names: list[str] | dict | None) -> list[int]:
     return list(COCO80_TO_91) if is_coco_classes(names) else list(range(max(n, 1000)))
 
 
-def image_ids(paths: Sequence[str | Path]) -> dict[str, int]:
+def image_ids(paths: Sequence[str | Path], known: dict[str, int] | None = None) -> dict[str, int]:
     """One int COCO image id per distinct path of a run, the one source of ids for both the
     predictions and the ground-truth JSON.
 
-    A file whose stem is a number (COCO's ``000000000009.jpg``) keeps that number, so results
-    on real COCO stay comparable with its annotation files; the first path (in the given
-    order) with a number claims it. Every other path (text stems such as ``img_71.jpg``, or a
-    second ``f0.jpg``/``000000000009.jpg`` in another folder) gets a fresh id above all claimed
-    numbers, in order. Returns ``{str(path): id}``; ids are unique, so same-name files in
-    different folders never merge.
+    With `known` (``{file name: id}`` of an annotation file, :func:`annotation_ids`), a path whose
+    file name is there takes that id: the annotation file is the authority. Otherwise a file
+    whose stem is a number (COCO's ``000000000009.jpg``) keeps that number, so results on real
+    COCO stay comparable with its annotation files; the first path (in the given order) with a
+    number claims it. Every other path (text stems such as ``img_71.jpg``, a second
+    ``f0.jpg``/``000000000009.jpg`` in another folder, a file the annotation file lacks) gets a
+    fresh id above all claimed numbers and all of `known`'s ids, in order. Returns
+    ``{str(path): id}``; ids are unique, so same-name files in different folders never merge
+    and no image is scored against another's ground truth.
     """
     ids: dict[str, int] = {}
     taken: set[int] = set()
@@ -64,17 +67,31 @@ def image_ids(paths: Sequence[str | Path]) -> dict[str, int]:
         if p in ids or p in rest:
             continue
         stem = Path(p).stem
-        n = int(stem) if stem.isdecimal() else None
+        if known is not None:
+            n = known.get(Path(p).name)
+        else:
+            n = int(stem) if stem.isdecimal() else None
         if n is not None and n not in taken:
             ids[p] = n
             taken.add(n)
         else:
             rest.append(p)
-    nxt = max(taken, default=0) + 1
+    nxt = max(taken | set((known or {}).values()), default=0) + 1
     for p in rest:
         ids[p] = nxt
         nxt += 1
     return ids
+
+
+def annotation_ids(anno_json: str | Path) -> dict[str, int]:
+    """``{file name: image id}`` of a COCO annotation file's ``images`` list. ValueError naming the
+    file when it is not COCO JSON with such a list."""
+    try:
+        images = json.loads(Path(anno_json).read_text())["images"]
+        return {Path(im["file_name"]).name: int(im["id"]) for im in images}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{anno_json}: not a COCO annotation file with an 'images' list ({type(e).__name__}: {e})"
+                         ) from None
 
 
 def detections_to_json(detections, image_id: int, class_map: list[int]) -> list[dict]:

@@ -37,11 +37,14 @@ class Annotator:
         self.lw = line_width or max(round(side * 0.003), 1)  # 1 px below ~500 px, 2 at 640, 3 at 1000
         # text follows the image too (0.67 at 640 px as before); 0.3 (glyphs ~7 px tall) is the
         # smallest that stays legible, so a 160-px image's labels no longer hide its objects
-        self.font_scale = max(min(self.lw / 3, side / 960), 0.3)
+        # sized from the short side: on a 2000x100 strip, text as tall as the mean side allows would
+        # hide the objects
+        self.font_scale = max(min(self.lw / 3, min(self.im.shape[:2]) / 960), 0.3)
 
     def box_label(self, box, label: str = "", color: tuple[int, int, int] = (128, 128, 128),
                   txt_color: tuple[int, int, int] = (255, 255, 255)) -> None:
-        """One rectangle and, if given, its label on a filled tab above (or inside) it."""
+        """One rectangle and, if given, its label on a filled tab above (or inside) it, kept inside the
+        image (moved left at the right edge, smaller when wider than the image)."""
         p1, p2 = (int(box[0]), int(box[1])), (int(box[2]), int(box[3]))
         cv2.rectangle(self.im, p1, p2, color, thickness=self.lw, lineType=cv2.LINE_AA)
         if not label:
@@ -49,10 +52,16 @@ class Annotator:
         tf = max(self.lw - 1, 1)
         scale = self.font_scale
         w, h = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, tf)[0]
+        width = self.im.shape[1]
+        if w > width:  # a label wider than the image: smaller text rather than text cut off
+            scale *= width / w
+            w, h = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, tf)[0]
+        x = max(min(p1[0], width - w), 0)  # the tab slides left to stay inside the image
         above = p1[1] - h - 3 >= 0
-        q2 = (p1[0] + w, p1[1] - h - 3 if above else p1[1] + h + 3)
-        cv2.rectangle(self.im, p1, q2, color, -1, cv2.LINE_AA)
-        org = (p1[0], p1[1] - 2 if above else p1[1] + h + 2)
+        t1 = (x, p1[1])
+        q2 = (x + w, p1[1] - h - 3 if above else p1[1] + h + 3)
+        cv2.rectangle(self.im, t1, q2, color, -1, cv2.LINE_AA)
+        org = (x, p1[1] - 2 if above else p1[1] + h + 2)
         cv2.putText(self.im, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, txt_color, tf, cv2.LINE_AA)
 
     def result(self) -> np.ndarray:

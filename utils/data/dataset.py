@@ -48,12 +48,29 @@ CACHE_MODES = (None, "ram", "disk")
 
 
 def load_hyp(hyp: str | Path | dict | None = None) -> dict:
-    """A hyperparameter dict from a YAML file (default: ``hyp.scratch-low.yaml``) or a dict."""
+    """A hyperparameter dict from a YAML file (default: ``hyp.scratch-low.yaml``) or a dict.
+
+    Unquoted numbers in exponent form without a dot (``lr0: 1e-3``) are read as floats, as YAML 1.2
+    does; PyYAML's YAML 1.1 rules would make them strings, which the range check then refuses."""
     if isinstance(hyp, dict):
         return dict(hyp)
     import yaml
 
-    return yaml.safe_load(Path(hyp or DEFAULT_HYP).read_text())
+    return yaml.load(Path(hyp or DEFAULT_HYP).read_text(), Loader=_number_loader())  # noqa: S506 - a SafeLoader
+
+
+def _number_loader():
+    """A SafeLoader that also resolves YAML 1.2 floats (``1e-3``, ``2E5``) PyYAML leaves as strings."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+    return Loader
 
 
 class YoloDataset(Dataset):
@@ -223,7 +240,8 @@ class YoloDataset(Dataset):
             self.cache_mode = None
             return
         where = sorted({str(image_cache_folder(d)) for d in allowed})
-        LOGGER.info(f"{self.prefix}Cached {len(todo)}/{self.n} images (disk) in {', '.join(where) or 'no folder'}")
+        LOGGER.info(f"{self.prefix}Cached {len(todo)}/{self.n} images (disk)" + (f" in {', '.join(where)}" if where else
+                    " (no cache folder could be written; see the warnings above)"))
 
     # ------------------------------------------------------------------ items
 
