@@ -107,6 +107,8 @@ class AttentionBlock(nn.Module):
     # (the map becomes the constant sigmoid(0) = 0.5) or the last layer of each residual branch
     # (the branch adds 0). Empty for blocks whose own weights cannot make f a multiple of x.
     zero_layers: tuple[str, ...] = ()
+    # Of those, layers whose map multiplies x with no sigmoid after it: their bias starts at 1 (map 1).
+    unit_bias_layers: tuple[str, ...] = ()
 
     @torch.no_grad()
     def zero_start(self) -> bool:
@@ -119,6 +121,8 @@ class AttentionBlock(nn.Module):
         arXiv:1711.07971). Returns False for a block with nothing to zero."""
         for name in self.zero_layers:
             zero_layer(self.get_submodule(name))
+        for name in self.unit_bias_layers:
+            self.get_submodule(name).bias.fill_(1.0)
         return bool(self.zero_layers)
 
     @torch.no_grad()

@@ -348,13 +348,7 @@ class LSK(AttentionBlock):
     """
 
     zero_layers = ("conv",)  # zero_start: see AttentionBlock.zero_layers
-
-    @torch.no_grad()
-    def zero_start(self) -> bool:
-        """The attention multiplies x directly (no sigmoid): its last conv starts at weight 0 and bias 1."""
-        super().zero_start()
-        self.conv.bias.fill_(1.0)
-        return True
+    unit_bias_layers = ("conv",)  # the map multiplies x directly (no sigmoid): bias 1, map 1
 
     def __init__(self, c1: int):
         super().__init__()
@@ -387,13 +381,7 @@ class LSKA(AttentionBlock):
     """
 
     zero_layers = ("conv1",)  # zero_start: see AttentionBlock.zero_layers
-
-    @torch.no_grad()
-    def zero_start(self) -> bool:
-        """The attention multiplies x directly (no sigmoid): its last conv starts at weight 0 and bias 1."""
-        super().zero_start()
-        self.conv1.bias.fill_(1.0)
-        return True
+    unit_bias_layers = ("conv1",)  # the map multiplies x directly (no sigmoid): bias 1, map 1
 
     def __init__(self, c1: int, k: int = 23, d: int | None = None):
         super().__init__()
