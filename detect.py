@@ -39,7 +39,8 @@ if str(ROOT) not in sys.path:
 from models.backends import load_backend  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
-from utils.cli import HALF_HELP, check_img_size, image_size, increment_path, parse_imgsz, print_args  # noqa: E402
+from utils.cli import (HALF_HELP, check_img_size, image_size, increment_path, parse_imgsz, positive_int,  # noqa: E402
+                       print_args)
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -280,7 +281,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--project", default=str(ROOT / "runs/detect"), help="save results to project/name")
     p.add_argument("--name", default="exp", help="save results to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--line-thickness", default=None, type=int,
+    p.add_argument("--line-thickness", default=None, type=positive_int,
                    help="bounding box thickness (pixels; default: from the image size, 1 below ~500 px, 2 at 640)")
     p.add_argument("--hide-labels", action="store_true", help="hide labels")
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")

@@ -879,6 +879,20 @@ def _set_aside(path: Path) -> Path:
     raise FileExistsError(f"{path.parent}: too many earlier results files; clean the folder")
 
 
+RESUME_KEEPS = {"resume", "device", "workers", "project", "local_rank", "save_dir", "weights", "cfg"}
+
+
+def _warn_ignored_on_resume(opt: argparse.Namespace, saved: dict, last: Path) -> None:
+    """One warning naming every option given with --resume that the resumed run will not use (it
+    continues with the options it was started with; only --device and --workers follow the command)."""
+    defaults = vars(parse_opt([]))
+    ignored = [f"--{k.replace('_', '-')} {v} (the run has {saved.get(k)})" for k, v in vars(opt).items()
+               if k in defaults and k not in RESUME_KEEPS and v != defaults[k] and v != saved.get(k)]
+    if ignored:
+        LOGGER.warning(f"WARNING: --resume continues {last} with the options it was started with; ignored: "
+                       f"{', '.join(ignored)}. Start a new run (--weights {last}) to change them")
+
+
 def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     """Replace `opt` by the options stored in the checkpoint to resume (keeping device/workers)."""
     last = Path(opt.resume) if isinstance(opt.resume, str) else latest_run(opt.project)
@@ -891,6 +905,7 @@ def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{last}: holds no training options; it cannot be resumed")
     check_resumable(ckpt, last, int(saved.get("epochs", 0)))  # before anything is logged as resuming
+    _warn_ignored_on_resume(opt, saved, last)
     new = argparse.Namespace(**{**vars(parse_opt([])), **saved})
     new.resume, new.weights, new.cfg = True, str(last), ""
     new.hyp = ckpt.get("hyp") or saved.get("hyp")

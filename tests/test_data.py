@@ -569,3 +569,19 @@ def test_generated_dataset_message_shows_the_real_path(tmp_datasets, log_lines):
     msg = next(m for m in log_lines if "Dataset not found" in m)
     assert "{path}" not in msg
     assert f"generating it (python data/synthetic.py --out {tmp_datasets / 'gen'} --n-train 2" in msg
+
+
+def test_images_sharing_a_label_file_are_warned(tmp_path):
+    """f.jpg and f.png in one folder both read labels/f.txt: said once, with the names."""
+    from tests.logcapture import LogLines
+
+    im_dir = _make_set(tmp_path / "d", {"f.jpg": (_jpeg_bytes(), GOOD), "f.png": (_jpeg_bytes(), GOOD),
+                                        "g.jpg": (_jpeg_bytes(), GOOD)})
+    with LogLines() as log:
+        scan_dataset(im_dir)
+    warned = [ln for ln in log.lines if "share" in ln]
+    assert len(warned) == 1 and "2 images share 1 label file(s), e.g. f.jpg and f.png both read" in warned[0]
+    assert "f.txt" in warned[0]
+    with LogLines() as log:
+        scan_dataset(_make_set(tmp_path / "e", {"a.jpg": (_jpeg_bytes(), GOOD)}))
+    assert not [ln for ln in log.lines if "share" in ln]

@@ -75,3 +75,13 @@ def test_data_names(weights_n, bus, tmp_path):
         detect.run(weights=weights_n, source=bus, project=tmp_path, data=str(bad), **RUN)
     assert detect.main(["--weights", str(weights_n), "--source", str(bus), "--data", str(tmp_path / "none.yaml"),
                         "--project", str(tmp_path), "--nosave"]) == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "-1"])
+def test_line_thickness_must_be_positive(bad, capsys):
+    """-1 drew filled boxes over the objects, 0 silently meant automatic."""
+    import detect
+
+    with pytest.raises(SystemExit):
+        detect.parse_opt(["--line-thickness", bad])
+    assert "--line-thickness" in capsys.readouterr().err

@@ -299,3 +299,10 @@ def test_image_ids_from_an_annotation_file_take_precedence():
                     known)
     assert ids == {"x/frame_a.jpg": 4, "x/000000000009.jpg": 9, "x/img_x.jpg": 32, "y/frame_a.jpg": 33,
                    "x/000000000030.jpg": 34}  # a number the file does not list is not trusted either
+
+
+def test_image_ids_from_long_numbers_stay_within_json_safe_integers():
+    big = "1" * 22  # a 22-digit stem: kept, it pushed every fresh id above 2^63
+    ids = image_ids([f"a/{big}.jpg", "a/img.jpg", "a/000000000009.jpg"])
+    assert ids[f"a/{big}.jpg"] < 2**53 and ids["a/img.jpg"] < 2**53 and ids["a/000000000009.jpg"] == 9
+    assert len(set(ids.values())) == 3

@@ -282,8 +282,12 @@ def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, m
     assert ck["epoch"] == 0 and ck["new_blocks"] == ["model.9."]
     assert not (tmp_path / "exp" / "results.csv").exists()
     monkeypatch.setattr(train, "_append_csv", real)
-    res = train.run(resume=str(last), workers=0, device="cpu")
+    with LogLines() as log:  # options given with --resume are not used: said in one line, not silently
+        res = train.run(resume=str(last), workers=0, device="cpu", epochs=5, label_smoothing=0.3)
     assert res["save_dir"] == tmp_path / "exp"
+    warned = [ln for ln in log.lines if "--resume continues" in ln]
+    assert len(warned) == 1 and "--epochs 5 (the run has 2)" in warned[0] and "--label-smoothing 0.3" in warned[0]
+    assert "--device" not in warned[0] and "--workers" not in warned[0]
     rows = _rows(tmp_path / "exp" / "results.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[0]["train/box_loss"]) == pytest.approx(ck["results"]["train/box_loss"])

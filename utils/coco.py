@@ -46,6 +46,11 @@ def category_map(names: list[str] | dict | None) -> list[int]:
     return list(COCO80_TO_91) if is_coco_classes(names) else list(range(max(n, 1000)))
 
 
+# a numeric file name keeps its number as id only below 2^53: ids stay exact in every JSON reader
+# (doubles) and fresh ids above them stay within 64 bits; a longer number gets a fresh id
+MAX_NAME_ID = 2**53
+
+
 def image_ids(paths: Sequence[str | Path], known: dict[str, int] | None = None) -> dict[str, int]:
     """One int COCO image id per distinct path of a run, the one source of ids for both the
     predictions and the ground-truth JSON.
@@ -70,7 +75,7 @@ def image_ids(paths: Sequence[str | Path], known: dict[str, int] | None = None) 
         if known is not None:
             n = known.get(Path(p).name)
         else:
-            n = int(stem) if stem.isdecimal() else None
+            n = int(stem) if stem.isdecimal() and int(stem) < MAX_NAME_ID else None
         if n is not None and n not in taken:
             ids[p] = n
             taken.add(n)

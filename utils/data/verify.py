@@ -394,7 +394,22 @@ def scan_dataset(path: str | Path | list, nc: int | None = None, prefix: str = "
     LOGGER.info(prefix + res.summary(cache_path if res.from_cache else where))
     for m in res.msgs:
         LOGGER.warning(prefix + m)
+    _warn_shared_label_files(im_files, label_files, prefix)
     return res
+
+
+def _warn_shared_label_files(im_files: list[str], label_files: list[str], prefix: str = "") -> None:
+    """One warning when images of one stem and folder but different formats (``f.jpg``, ``f.png``) read
+    the same label file: both get its boxes, which fit at most one of them."""
+    by_label: dict[str, list[str]] = {}
+    for im, lb in zip(im_files, label_files):
+        by_label.setdefault(lb, []).append(im)
+    shared = [ims for ims in by_label.values() if len(ims) > 1]
+    if shared:
+        LOGGER.warning(f"{prefix}WARNING: {sum(map(len, shared))} images share {len(shared)} label file(s), e.g. "
+                       f"{' and '.join(Path(i).name for i in shared[0])} both read "
+                       f"{Path(img2label_paths(shared[0][:1])[0])}: rename one image of each pair (or keep one "
+                       "format) so that each image has labels of its own")
 
 
 def _scan(im_files, label_files, nc, workers, prefix, where) -> ScanResult:
