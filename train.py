@@ -59,9 +59,9 @@ from models.gates import (  # noqa: E402
     gate_hyp,
     make_gate_schedule,
 )
-from models.transfer import calibrate_new_blocks, load_pretrained, zero_start_new_blocks  # noqa: E402
+from models.transfer import anchor_count, calibrate_new_blocks, load_pretrained, zero_start_new_blocks  # noqa: E402
 from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
-from utils.autoanchor import check_anchors  # noqa: E402
+from utils.autoanchor import anchors_unset, check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
 from utils.data.dataset import create_dataloader, load_hyp  # noqa: E402
 from utils.data.dataset_config import DatasetNotFoundError, check_dataset  # noqa: E402
@@ -76,7 +76,7 @@ from utils.device import (  # noqa: E402
     select_device,
 )
 from utils.ema import ModelEMA  # noqa: E402
-from utils.hyp import check_hyp_ranges  # noqa: E402
+from utils.hyp import check_hyp_ranges, hyp_anchor_count  # noqa: E402
 from utils.logging import LOGGER, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -248,6 +248,7 @@ class _Run:
     plots: bool
     main_proc: bool
     hyp_cfg: dict  # hyperparameters as given (saved with the run)
+    hyp_source: str = "the hyperparameters given"  # "hyp file <path>": what messages about a hyp key name
     data_dict: dict = field(default_factory=dict)
     nc: int = 0
     names: list = field(default_factory=list)
@@ -258,6 +259,7 @@ class _Run:
     identity_blocks: list[str] = field(default_factory=list)  # those given an identity start
     frozen: list[int] = field(default_factory=list)  # layers frozen (--freeze mapped through the transfer)
     gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (models/gates.py)
+    recompute_anchors: str = ""  # why AutoAnchor computes the anchors whatever their fit ("": the usual check)
     channels_last: bool = False
     amp: bool = False
     gs: int = 32
@@ -338,13 +340,18 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
 OPTIONAL_HYP = {"copy_paste", "mixup", "anchors", "label_smoothing", *GATE_HYP_DEFAULTS}
 
 
+def _hyp_source(hyp: dict | str | Path | None) -> str:
+    """How messages name the hyperparameters: ``hyp file <path>``, or ``the hyperparameters given`` (a dict)."""
+    return "the hyperparameters given" if isinstance(hyp, dict) else f"hyp file {hyp or 'hyp.scratch-low.yaml'}"
+
+
 def _checked_hyp(hyp: dict | str | Path | None) -> dict:
     """The hyperparameters of `hyp` (a YAML file or a dict), the gate keys filled with their defaults.
 
     Raises ValueError naming the file for missing keys or bad gate values; warns for keys no
     code reads (a misspelt ``gate_schedul`` would otherwise leave the default in force silently).
     """
-    source = "the hyperparameters given" if isinstance(hyp, dict) else f"hyp file {hyp or 'hyp.scratch-low.yaml'}"
+    source = _hyp_source(hyp)
     cfg = load_hyp(hyp)
     if not isinstance(cfg, dict):
         raise ValueError(f"{source}: expected a mapping of hyperparameter names to values, got {type(cfg).__name__}")
@@ -399,6 +406,7 @@ def _setup(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device
 
     hyp_cfg = _checked_hyp(hyp)  # as given (hyp.yaml, checkpoint); gains are scaled on a copy later
     hyp_cfg = _apply_hyp_flags(hyp_cfg, opt, hyp)  # --label-smoothing over the file's value, when given
+    run.hyp_source = _hyp_source(hyp)
     opt.hyp = run.hyp_cfg = hyp_cfg
     if run.main_proc:
         run.wdir.mkdir(parents=True, exist_ok=True)
@@ -421,6 +429,7 @@ def _setup_model(run: _Run) -> None:
     """Build the model (from scratch, from pretrained weights by transfer, or the run to resume),
     freeze layers, pick the gates the gate schedule drives, check the image size."""
     opt, weights, nc, hyp_cfg = run.opt, run.weights, run.nc, run.hyp_cfg
+    n_anchors = hyp_anchor_count(hyp_cfg) or None  # a count per output layer; None: the model's anchors
     transfer = None
     if weights.endswith(".pt"):
         path = attempt_download(weights)
@@ -431,8 +440,7 @@ def _setup_model(run: _Run) -> None:
             LOGGER.info(f"Resuming from {path} at epoch {int(ckpt['epoch']) + 1}/{run.epochs - 1}")
         else:
             # without --cfg the checkpoint's own config, rebuilt as it was trained (lenient)
-            model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=hyp_cfg.get("anchors"),
-                                   lenient=not opt.cfg)
+            model = DetectionModel(opt.cfg or src["yaml"], ch=3, nc=nc, anchors=n_anchors, lenient=not opt.cfg)
             transfer = load_pretrained(src, model, source=Path(weights).name,
                                        identity_start=not opt.no_identity_start)
     elif weights:
@@ -440,7 +448,8 @@ def _setup_model(run: _Run) -> None:
     else:
         if not opt.cfg:
             raise ValueError("--cfg is required when training from scratch (--weights '')")
-        model = DetectionModel(opt.cfg, ch=3, nc=nc, anchors=hyp_cfg.get("anchors"))
+        model = DetectionModel(opt.cfg, ch=3, nc=nc, anchors=n_anchors)
+    run.recompute_anchors = _plan_anchors(run, model, n_anchors or 0)
     model = model.to(run.device)
     run.amp = amp_enabled(run.device)
     run.channels_last = run.device.type == "cpu"  # oneDNN convolutions (forward and backward) are faster in NHWC
@@ -466,6 +475,56 @@ def _setup_model(run: _Run) -> None:
     run.gs = max(int(model.stride.max()), 32)
     run.imgsz = check_img_size(int(opt.imgsz), run.gs, floor=run.gs * 2)
     run.model = model
+
+
+def _plan_anchors(run: _Run, model: nn.Module, n: int) -> str:
+    """Why AutoAnchor must compute the anchors of `model` (as built, weights transferred) whatever
+    their fit: the `recompute` argument of :func:`utils.autoanchor.check_anchors` ("" for the usual
+    check). `n`: the hyp ``anchors`` count (0: the model's own). Logs which anchors the run trains with.
+
+    Refused before any work (ValueError naming the hyp file or config and what to do): anchors
+    that only AutoAnchor can give (unset: an anchor count without sizes) under ``--noautoanchor``;
+    CheckpointError: resuming a checkpoint whose anchors are unset.
+    """
+    opt, head = run.opt, model.model[-1]
+    if not hasattr(head, "anchors"):
+        return ""
+    unset = anchors_unset(head.anchors)
+    if run.resume:
+        if unset:
+            raise CheckpointError(f"{run.weights}: its anchors are unset (zeros), so it cannot be resumed; fine-tune "
+                                  f"from it with --weights {run.weights} instead (AutoAnchor then computes them)")
+        return ""
+    weights = Path(run.weights).name if run.weights else ""
+    if n:
+        key = f"{run.hyp_source}: anchors: {n}"
+        if unset and opt.noautoanchor:
+            if run.ckpt:
+                src_na = anchor_count((run.ckpt.get("ema") or run.ckpt["model"])["state_dict"])
+                has = (f"{weights} has {src_na} anchors per output layer, not {n}" if src_na != n
+                       else f"{weights}'s anchors are unset (zeros)")
+            else:
+                has = "a model trained from scratch has no anchors yet"
+            raise ValueError(f"{key}: {has}, and only AutoAnchor computes new ones; drop --noautoanchor, or remove "
+                             "the key (or set it to 0) to train with the model's anchors")
+        if opt.noautoanchor:
+            LOGGER.info(f"{key} equals the anchor count of {weights}: with --noautoanchor the run trains with "
+                        f"{weights}'s anchors")
+            return ""
+        if unset:
+            LOGGER.info(f"{key}: AutoAnchor computes the {n} anchors per output layer from the labels")
+        else:
+            LOGGER.info(f"{key} equals the anchor count of {weights}: AutoAnchor replaces its anchors by anchors "
+                        "computed from the labels (each in the slot of the most similar one)")
+        return f"{run.hyp_source}, key anchors"
+    if not unset:
+        return ""
+    cfg = opt.cfg or f"the config of {weights}"
+    if opt.noautoanchor:
+        raise ValueError(f"{cfg}: anchors: {head.anchors.shape[1]} is an anchor count without sizes, and "
+                         "--noautoanchor leaves them unset; drop --noautoanchor (AutoAnchor computes them) "
+                         "or list the anchor sizes in the model YAML")
+    return f"{cfg}: anchors: {head.anchors.shape[1]}"
 
 
 def _freeze(model: nn.Module, layers: list[int], new_blocks: list[str]) -> None:
@@ -530,8 +589,9 @@ def _build_data(run: _Run) -> None:
                 from utils.train_plots import plot_labels
 
                 plot_labels(labels, run.names, run.save_dir)
-            if not opt.noautoanchor:
-                check_anchors(run.model, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=run.imgsz)
+            if not opt.noautoanchor:  # _plan_anchors refused unset anchors without it
+                check_anchors(run.model, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=run.imgsz,
+                              recompute=run.recompute_anchors)
 
 
 def _calibrate_blocks(run: _Run) -> None:
@@ -936,6 +996,12 @@ def main(opt: argparse.Namespace) -> dict:
                              "sharing --evolve-storage instead of torchrun")
         if opt.project == str(ROOT / "runs/train"):
             opt.project = str(ROOT / "runs/evolve")
+        if opt.noautoanchor and "anchors" in (load_hyp(opt.hyp) or {}):
+            from utils.evolve import SPACE
+
+            raise ValueError(f"{_hyp_source(opt.hyp)}: key anchors is searched by --evolve ({SPACE['anchors'][0]:g}-"
+                             f"{SPACE['anchors'][1]:g} anchors per output layer), and only AutoAnchor computes anchors "
+                             "of a new count; drop --noautoanchor, or remove the key")
         if opt.evolve_storage:  # a missing driver or an unreachable server is named before any work
             from utils.rdb import check_storage
 

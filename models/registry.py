@@ -17,7 +17,8 @@ Rules
             (``nn.Upsample``, ``nn.Identity``).
 ``CONCAT``  the output width is the sum of the input widths.
 ``DETECT``  a detection head: the list of input widths is appended to the arguments, an
-            integer anchor count becomes that many placeholder anchors per level.
+            integer anchor count becomes that many unset (zero) anchors per level,
+            which AutoAnchor computes before training (utils/autoanchor.py).
 ``BN``      ``nn.BatchNorm2d``: the only argument is the input width.
 
 ``channel_args`` (KEEP blocks only) is how many leading YAML arguments blog recipes write as

@@ -160,7 +160,10 @@ def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, mode
     else:
         mapping, exact = align_layers(src_cfg, dst_cfg)
     dst_sd = model.state_dict()
-    same_anchors = src_cfg is None or src_cfg.get("anchors") == dst_cfg.get("anchors")
+    # the target's own anchor sizes win over the source's; a target with an anchor count only
+    # (unset anchors) takes the source's when their shape fits
+    dst_anchors = dst_cfg.get("anchors")
+    same_anchors = src_cfg is None or not isinstance(dst_anchors, list) or src_cfg.get("anchors") == dst_anchors
     res = TransferResult(total=len(src_sd), mapping=mapping, exact=exact,
                          source_layers=len(model.model) if src_cfg is None else len(_rows(src_cfg)))
     new_sd: dict[str, torch.Tensor] = {}
@@ -235,6 +238,10 @@ def load_pretrained(record: dict, model: nn.Module, source: str = "weights",
     if res.transferred < MIN_TRANSFER * res.total:
         LOGGER.warning(f"WARNING: only {res.transferred}/{res.total} tensors ({res.transferred / res.total:.0%}) of "
                        f"{source} fit this model; layers left with new weights: {_new_layers(model, res)}")
+    changed = anchor_count_change(record["state_dict"], model)
+    if changed:
+        LOGGER.info(f"{changed}, {source} has {anchor_count(record['state_dict'])}: the head's output convolutions "
+                    "start new (not transferred)")
     inserted = sorted(set(range(len(model.model))) - set(res.mapping.values()))
     if inserted:
         LOGGER.info(f"New layers (not in {source}): {inserted}")
@@ -298,6 +305,22 @@ def zero_start_new_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
     if missing:
         raise KeyError(f"attention block(s) {', '.join(missing)} not in the model")
     return [b for b in blocks if isinstance(modules[b], AttentionBlock) and modules[b].zero_start()]
+
+
+def anchor_count(sd: dict[str, torch.Tensor]) -> int | None:
+    """Anchors per output layer of the head in state dict `sd` (its ``*.anchors`` buffer, (nl, na, 2))."""
+    keys = [k for k in sd if k.endswith(".anchors") and sd[k].ndim == 3]
+    return int(sd[keys[-1]].shape[1]) if keys else None
+
+
+def anchor_count_change(src_sd: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """'Detect layer 24 has 4 anchors per output layer' when `model`'s head has another anchor count
+    than the head of `src_sd` (its output convolutions cannot be transferred then); else None."""
+    head = model.model[-1]
+    na, src_na = getattr(head, "na", None), anchor_count(src_sd)
+    if na is None or src_na is None or na == src_na:
+        return None
+    return f"{type(head).__name__} layer {len(model.model) - 1} has {na} anchors per output layer"
 
 
 MIN_TRANSFER = 0.9  # below this share of the source tensors, a transfer is reported as a warning

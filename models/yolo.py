@@ -216,6 +216,7 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool, lenient: bool
     nc, anchors = d.get("nc", 80), d.get("anchors", 3)
     gd = d["depth_multiple"]
     names = {"nc": nc, "anchors": anchors}
+    _check_anchors_key(anchors, src)
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)
 
@@ -270,6 +271,23 @@ def _build_layers(d: dict, ch: list[int], src: str, verbose: bool, lenient: bool
     return nn.Sequential(*layers), sorted(set(save))
 
 
+def _check_anchors_key(anchors, src: str) -> None:
+    """A YAML's `anchors`: a positive count per level, or one list of positive (w, h) pixel sizes per level,
+    all levels of one length. Raises ModelConfigError naming `src` otherwise."""
+    if isinstance(anchors, bool) or not isinstance(anchors, (int, list)):
+        raise ModelConfigError(f"{src}: anchors: {anchors!r} must be an anchor count per output layer or a list "
+                               "of anchor sizes per layer")
+    if isinstance(anchors, int):
+        if anchors < 1:
+            raise ModelConfigError(f"{src}: anchors: {anchors} must be at least 1 anchor per output layer")
+        return
+    rows = [r for r in anchors if isinstance(r, (list, tuple)) and r and len(r) % 2 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in r)]
+    if not anchors or len(rows) != len(anchors) or len({len(r) for r in rows}) != 1:
+        raise ModelConfigError(f"{src}: anchors must list, per output layer, the same even number of positive "
+                               f"widths and heights (w1,h1, w2,h2, ...), got {anchors!r}")
+
+
 def _set_row(d: dict, i: int, row: list) -> None:
     """Replace layer `i` (counted over backbone + head) of the YAML dict `d`."""
     nb = len(d["backbone"])
@@ -308,8 +326,8 @@ def _layer_args(spec, args: list, froms: list[int], n: int, ch: list[int], ch0: 
         c2, c20 = sum(ch[x] for x in froms), sum(ch0[x] for x in froms)
     elif rule is Channels.DETECT:
         args.append([ch[x] for x in froms])
-        if isinstance(args[1], int):  # number of anchors per level -> placeholders
-            args[1] = [list(range(args[1] * 2))] * len(froms)
+        if isinstance(args[1], int):  # number of anchors per level -> unset (zero) anchors, see utils/autoanchor.py
+            args[1] = [[0.0] * (args[1] * 2)] * len(froms)
     return args, c2, c20, n
 
 
@@ -357,7 +375,10 @@ class DetectionModel(nn.Module):
         """`cfg`: a YAML path or name, or a YAML dict. `self.yaml` is its normalised form (blog-style
         channel counts removed), which checkpoints store. `lenient`: rebuild a checkpoint's model as
         it was trained (arguments literal, graph findings as warnings, see :mod:`models.graph_check`).
-        Raises ModelConfigError naming the file and layer for a YAML that cannot be built."""
+        `anchors`: replaces the YAML's; a number (the ``anchors`` hyperparameter, rounded) is a count
+        per output layer whose anchors start unset (zeros) until AutoAnchor computes them; 0 or
+        None keeps the YAML's. Raises ModelConfigError naming the file and layer for a YAML that
+        cannot be built."""
         super().__init__()
         self.yaml = load_cfg(cfg)
         self.yaml_file = self.yaml.get("yaml_file", "<dict>")
@@ -366,8 +387,10 @@ class DetectionModel(nn.Module):
             if verbose:
                 LOGGER.info(f"Overriding {self.yaml_file} nc={self.yaml.get('nc')} with nc={nc}")
             self.yaml["nc"] = nc
+        if isinstance(anchors, (int, float)) and not isinstance(anchors, bool):
+            anchors = round(anchors)  # a count per output layer (the `anchors` hyperparameter); 0: the YAML's
         if anchors:
-            self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
+            self.yaml["anchors"] = anchors
         d = copy.deepcopy(self.yaml)
         self.model, self.save = parse_model(d, ch=[ch], verbose=verbose, lenient=lenient)
         self.yaml["backbone"], self.yaml["head"] = d["backbone"], d["head"]

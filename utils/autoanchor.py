@@ -12,6 +12,11 @@ fine-tuning benchmark this is worth about +0.02 mAP50-95 after 3 epochs).
 
 Label sizes are measured at training resolution: each image scaled so its long side is
 ``imgsz``; the BPR check adds a random 0.9-1.1 jitter standing in for the scale augmentation.
+
+Unset anchors: a model built from an anchor *count* (``anchors: 3`` in a model YAML, or the
+``anchors`` hyperparameter) holds zeros until anchors are computed (:func:`anchors_unset`).
+:func:`check_anchors` then always computes them by k-means, with no slots to match and no
+ratios taken against the zeros; asked to (``recompute``), it computes them for set anchors too.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from utils.logging import LOGGER
 
 PREFIX = "AutoAnchor: "
 MIN_BPR = 0.98
+
+
+def anchors_unset(anchors) -> bool:
+    """True when any anchor size (tensor or array, any shape) is not a finite positive number:
+    the zeros a model built from an anchor count holds until AutoAnchor computes its anchors."""
+    a = np.asarray(anchors.detach().cpu() if isinstance(anchors, torch.Tensor) else anchors, dtype=np.float64)
+    return bool(a.size == 0 or not np.isfinite(a).all() or (a <= 0).any())
 
 
 def label_wh(shapes: np.ndarray, labels: Sequence[np.ndarray], imgsz: int = 640,
@@ -100,7 +112,7 @@ def kmean_anchors(wh: np.ndarray, n: int = 9, img_size: int = 640, thr: float = 
     if k is None:
         LOGGER.warning(f"{PREFIX}WARNING: k-means on {len(wh)} boxes could not give {n} anchors, "
                        "starting from random anchors")
-        k = np.sort(rng.random(n * 2)).reshape(n, 2) * img_size
+        k = (np.sort(rng.random(n * 2)).reshape(n, 2) * img_size).clip(min=2.0)
     if len(wh) == 0:
         return k[np.argsort(k.prod(1))]
     k = k[np.argsort(k.prod(1))]
@@ -126,10 +138,21 @@ def kmean_anchors(wh: np.ndarray, n: int = 9, img_size: int = 640, thr: float = 
 def match_slots(new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Reorder the anchors of each level (``(nl, na, 2)`` arrays) so that new anchor j sits in the
     slot of the old anchor closest in shape: the assignment minimising the summed squared log
-    width and height ratios. Levels themselves are not changed."""
+    width and height ratios. Levels themselves are not changed.
+
+    Raises ValueError when an anchor of either set is not a finite positive size (unset anchors
+    have no shape to match: leave them out instead of calling this)."""
     from scipy.optimize import linear_sum_assignment
 
     new, old = np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64)
+    if new.shape != old.shape:
+        raise ValueError(f"match_slots: new anchors {new.shape} and old anchors {old.shape} differ in shape")
+    for name, a in (("new", new), ("old", old)):
+        bad = np.argwhere(~(np.isfinite(a) & (a > 0)))
+        if len(bad):
+            lvl, slot = int(bad[0][0]), int(bad[0][1])
+            raise ValueError(f"match_slots: {name} anchor {a[lvl, slot].tolist()} (level {lvl}, slot {slot}) is not a "
+                             "finite positive size; unset anchors have no slots to match, so do not pass them")
     out = new.copy()
     for lvl in range(new.shape[0]):
         cost = (np.log(new[lvl][:, None] / old[lvl][None]) ** 2).sum(-1)  # (new, old)
@@ -139,10 +162,15 @@ def match_slots(new: np.ndarray, old: np.ndarray) -> np.ndarray:
 
 
 def check_anchors(model: torch.nn.Module, shapes: np.ndarray, labels: Sequence[np.ndarray], thr: float = 4.0,
-                  imgsz: int = 640, rng: np.random.Generator | None = None, gen: int = 1000) -> dict:
+                  imgsz: int = 640, rng: np.random.Generator | None = None, gen: int = 1000,
+                  recompute: str = "") -> dict:
     """Check the Detect head's anchors against the labels; replace them in place when evolved ones fit better.
 
-    Returns ``{"bpr", "aat", "replaced", "new_bpr"}``.
+    Unset anchors (:func:`anchors_unset`) are always replaced by computed ones. A non-empty
+    `recompute` (why, e.g. ``"hyp anchors: 3 (hyp.yaml)"``) replaces set anchors by computed ones
+    too, each in the slot of the most similar old anchor, whatever the BPRs; the log names it.
+
+    Returns ``{"bpr", "aat", "replaced", "new_bpr", "unset"}`` (``bpr``/``aat`` are 0 for unset anchors).
     """
     from utils.torch_utils import de_parallel
 
@@ -150,29 +178,46 @@ def check_anchors(model: torch.nn.Module, shapes: np.ndarray, labels: Sequence[n
     det = de_parallel(model).model[-1]
     stride = det.stride.view(-1, 1, 1).to(det.anchors.device)
     anchors_px = (det.anchors * stride).detach().cpu().numpy().reshape(-1, 2)
-    wh = label_wh(shapes, labels, imgsz, rng=rng)
-    bpr, aat = anchor_metrics(anchors_px, wh, thr)
-    out = {"bpr": bpr, "aat": aat, "replaced": False, "new_bpr": bpr}
-    msg = f"\n{PREFIX}{aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
-    if bpr >= MIN_BPR or len(wh) == 0:
-        LOGGER.info(f"{msg}Current anchors are a good fit to dataset")
-        return out
-    LOGGER.info(f"{msg}Anchors are a poor fit to dataset, attempting to improve...")
     na = det.anchors.numel() // 2
+    count = f"{det.anchors.shape[1]} anchors per output layer"
+    wh = label_wh(shapes, labels, imgsz, rng=rng)
+    unset = anchors_unset(anchors_px)
+    bpr, aat = (0.0, 0.0) if unset else anchor_metrics(anchors_px, wh, thr)
+    out = {"bpr": bpr, "aat": aat, "replaced": False, "new_bpr": bpr, "unset": unset}
+    if unset:
+        LOGGER.info(f"\n{PREFIX}the model's {count} are unset ({recompute or 'an anchor count only'}): "
+                    f"computing them by k-means on {len(wh)} label boxes...")
+    elif recompute:
+        LOGGER.info(f"\n{PREFIX}{aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR) of the current anchors; "
+                    f"{recompute}: computing {count} by k-means on {len(wh)} label boxes...")
+    else:
+        msg = f"\n{PREFIX}{aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
+        if bpr >= MIN_BPR or len(wh) == 0:
+            LOGGER.info(f"{msg}Current anchors are a good fit to dataset")
+            return out
+        LOGGER.info(f"{msg}Anchors are a poor fit to dataset, attempting to improve...")
     wh_fit = label_wh(shapes, labels, imgsz)  # k-means and evolution on the unjittered sizes
     new = kmean_anchors(wh_fit, n=na, img_size=imgsz, thr=thr, gen=gen, rng=rng, verbose=False)
     new_bpr, _ = anchor_metrics(new, wh, thr)
     out["new_bpr"] = new_bpr
-    if new_bpr > bpr:
+    if unset or recompute or new_bpr > bpr:
         # sorted by area: small anchors on the small-stride level; within a level, each new
         # anchor takes the slot of the old anchor most like it (the head's outputs per slot
-        # were trained for that shape: a pretrained model loses much less this way)
-        new = match_slots(new.reshape(det.anchors.shape), anchors_px.reshape(det.anchors.shape))
+        # were trained for that shape: a pretrained model loses much less this way); unset
+        # anchors have no shapes, their slots are taken in area order
+        new = new.reshape(det.anchors.shape)
+        if not unset:
+            new = match_slots(new, anchors_px.reshape(det.anchors.shape))
         t = torch.tensor(new, dtype=det.anchors.dtype, device=det.anchors.device).view_as(det.anchors)
         det.anchors[:] = t / stride
         out["replaced"] = True
-        LOGGER.info(f"{PREFIX}Done: new anchors saved to the model (BPR {new_bpr:.4f}). "
-                    "Update the model YAML to use them in the future.")
+        if unset or recompute:
+            LOGGER.info(f"{PREFIX}Done: the model trains with the {count} computed from the labels "
+                        f"(BPR {new_bpr:.4f}" + ("" if unset else f", the previous ones {bpr:.4f}") + "): "
+                        + ", ".join(f"{round(w)},{round(h)}" for w, h in new.reshape(-1, 2)))
+        else:
+            LOGGER.info(f"{PREFIX}Done: new anchors saved to the model (BPR {new_bpr:.4f}). "
+                        "Update the model YAML to use them in the future.")
     else:
         LOGGER.info(f"{PREFIX}Done: the evolved anchors are not better (BPR {new_bpr:.4f}), keeping the originals.")
     return out

@@ -53,7 +53,7 @@ HYP_RANGES: dict[str, HypRange] = {
     "obj_pw": HypRange(0.0, lo_open=True, why="BCE positive weight"),
     "iou_t": HypRange(0.0, 1.0, lo_open=True, why="an IoU threshold"),
     "anchor_t": HypRange(1.0, why="anchor width/height ratio limit"),
-    "anchors": HypRange(0.0, why="anchors per output layer (0 = the model's)"),
+    "anchors": HypRange(0.0, why="anchors per output layer, rounded, computed by AutoAnchor (0 = the model's)"),
     "fl_gamma": HypRange(0.0, why="focal loss gamma"),
     "label_smoothing": HypRange(0.0, 1.0, hi_open=True, why="label smoothing epsilon"),
     "hsv_h": HypRange(0.0, 1.0, why="hue jitter fraction"),
@@ -85,3 +85,10 @@ def check_hyp_ranges(hyp: dict, keys: list[str] | None = None) -> None:
         number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not number or v not in r:
             raise ValueError(f"hyp {k}={v!r} must be a finite number in {r} ({r.why})")
+
+
+def hyp_anchor_count(hyp: dict) -> int:
+    """The ``anchors`` hyperparameter as a count per output layer: rounded (evolution proposes
+    fractions), 0 when absent or below 0.5 (the model's own anchors)."""
+    v = hyp.get("anchors") or 0
+    return max(int(round(float(v))), 0)
