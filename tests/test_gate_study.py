@@ -30,7 +30,7 @@ def test_outputs_and_resume(tmp_path, monkeypatch):
     args = ["--epochs", "3", "--cfg", "yolov5n_CBAM.yaml", "yolov5n_C3CBAM.yaml", "--work", str(tmp_path / "w"),
             "--out", str(tmp_path / "out" / "gs")]
     assert gate_study.main(args) == 0
-    assert len(calls) == 9  # baseline + 2 configs x 4 candidates
+    assert len(calls) == 11  # baseline + 2 configs x 5 candidates
     for suffix in (".csv", ".md", ".png"):
         assert (tmp_path / "out" / f"gs{suffix}").is_file()
     rows = list(csv.DictReader(open(tmp_path / "out" / "gs.csv", encoding="utf-8")))
@@ -41,7 +41,7 @@ def test_outputs_and_resume(tmp_path, monkeypatch):
     assert by[("yolov5n_CBAM", "fade")]["worst epoch vs baseline"] == "-0.030"  # epoch 1: 0.18 against 0.21
     assert by[("yolov5n_CBAM", "control")]["worst epoch vs baseline"] == "+0.000"
     assert by[("yolov5n", "baseline")]["worst epoch vs baseline"] == "-"
-    assert gate_study.main(args) == 0 and len(calls) == 9  # resumed: nothing trained again
+    assert gate_study.main(args) == 0 and len(calls) == 11  # resumed: nothing trained again
 
 
 def test_missing_weights_is_one_clear_line(tmp_path, monkeypatch):
