@@ -39,8 +39,7 @@ if str(ROOT) not in sys.path:
 from models.backends import load_backend  # noqa: E402
 from models.checkpoint import CheckpointError  # noqa: E402
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh  # noqa: E402
-from utils.cli import (HALF_HELP, check_img_size, image_size, increment_path, parse_imgsz, positive_int,  # noqa: E402
-                       print_args)
+from utils.cli import HALF_HELP, check_img_size, image_size, increment_path, parse_imgsz, positive_int, print_args  # noqa: E402
 from utils.data.augment import letterbox  # noqa: E402
 from utils.data.sources import Skipped, iter_frames, video_writer  # noqa: E402
 from utils.device import select_device  # noqa: E402

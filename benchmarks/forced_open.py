@@ -171,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             f"initialised (seed 0); calibrated = after models.transfer.calibrate_new_blocks on "
             f"{opt.calibration_images} coco128 images; zero start + calibrated = train.py's default (hyp "
             "gate_zero_start 1: each block's last layer zeroed first; '-' = the block has no such layer, so its default "
-            "is calibration alone); default - yolov5n: the default's mAP50-95 minus yolov5n.pt's. gate-0 max diff: largest change of the "
-            "gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
+            "is calibration alone); default - yolov5n: the default's mAP50-95 minus yolov5n.pt's. gate-0 max diff: "
+            "largest change of the gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
             f"`{_command(opt)}`." + (f" Not measured yet: {', '.join(Path(c).stem for c in missing)}."
                                      if opt.table_only and missing else ""))
     write_results(rows, opt.out, note)
