@@ -38,10 +38,13 @@ def _curve(path: Path, map50: list[float], map5095: list[float]) -> str:
     return str(path)
 
 
-def test_baseline_rise_is_the_mean_gain_over_the_last_five_epochs(tmp_path):
-    a = _curve(tmp_path / "a.csv", [0.1, 0.5, 0.6, 0.62, 0.63, 0.64, 0.70], [0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.36])
-    b = _curve(tmp_path / "b.csv", [0.1, 0.4, 0.5, 0.5, 0.5, 0.5, 0.6], [0.1, 0.1, 0.2, 0.2, 0.2, 0.2, 0.3])
+def test_baseline_rise_compares_the_last_five_epochs_with_the_five_before(tmp_path):
+    up = [0.1] * 5 + [0.5] * 5  # window means 0.1 -> 0.5: +0.4
+    a = _curve(tmp_path / "a.csv", [0.0 + 1e-3] + up, [0.2] + [0.2] * 5 + [0.3] * 5)
+    flat = [0.6, 0.7, 0.6, 0.7, 0.65] * 2  # swings of 0.1 between epochs, no trend: +0.0
+    # (the last epoch minus 5 epochs back would say -0.05 or +0.05 depending on where it stops)
+    b = _curve(tmp_path / "b.csv", flat, [0.3] * 10)
     rise = neu_det_study.baseline_rise([a, b, str(tmp_path / "missing.csv")])
-    assert rise == pytest.approx(((0.70 - 0.5 + 0.6 - 0.4) / 2, (0.36 - 0.2 + 0.3 - 0.1) / 2))
-    short = _curve(tmp_path / "s.csv", [0.1, 0.2], [0.1, 0.2])  # fewer epochs than the window: no figure
+    assert rise == pytest.approx(((0.4 + 0.0) / 2, (0.1 + 0.0) / 2))
+    short = _curve(tmp_path / "s.csv", [0.1] * 9, [0.1] * 9)  # fewer than 2 windows: no figure
     assert neu_det_study.baseline_rise([short]) is None
