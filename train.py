@@ -77,7 +77,7 @@ from utils.device import (  # noqa: E402
 )
 from utils.ema import ModelEMA  # noqa: E402
 from utils.hyp import check_hyp_ranges, hyp_anchor_count  # noqa: E402
-from utils.logging import LOGGER, set_logging  # noqa: E402
+from utils.logging import LOGGER, hide_passwords, set_logging  # noqa: E402
 from utils.loss import ComputeLoss, scale_hyp_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.optim import NBS, EarlyStopping, accumulate_steps, build_optimizer, lr_lambda, warmup  # noqa: E402
@@ -115,6 +115,8 @@ def _plain(x):
         return [_plain(v) for v in x]
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
+    if isinstance(x, str):  # a storage URL's password is never written to opt.yaml or a checkpoint
+        return hide_passwords(x)
     return x
 
 

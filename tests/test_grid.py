@@ -19,7 +19,7 @@ import compare
 import train
 from data.synthetic import make_synthetic
 from utils import grid
-from utils.rdb import StorageError, require_driver
+from utils.rdb import StorageError, check_storage, require_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 CFGS = ["yolov5n.yaml", "yolov5n_SE.yaml"]
@@ -316,3 +316,44 @@ def test_evolve_storage_without_evolve_is_refused(synth, tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if "ERROR" in ln]
     assert len(err) == 1 and "--evolve-storage" in err[0] and "--evolve N" in err[0]
     assert not (tmp_path / "e.db").exists() and not list(tmp_path.glob("exp*"))
+
+
+@pytest.mark.parametrize("url, words", [
+    ("sqlite:///", "an in-memory database is private to one process"),
+    ("sqlite:///:memory:", "an in-memory database is private to one process"),
+    ("postgresql://u:secret@127.0.0.1:notaport/db", "is not a database URL"),
+    ("postgresql://u:sec@ret@127.0.0.1:1/db", "write an '@' inside the user name or password as %40"),
+])
+def test_storage_urls_that_cannot_work_are_one_line_without_the_password(url, words):
+    with pytest.raises(StorageError) as e:
+        check_storage(url, "--storage")
+    msg = str(e.value)
+    assert words in msg and "\n" not in msg and "secret" not in msg and "ret@" not in msg and msg.startswith("--storage")
+
+
+def test_storage_folder_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError, match=r"cannot create the database's folder .*afile"):
+        check_storage(f"sqlite:///{tmp_path / 'afile' / 'x.db'}", "--evolve-storage")
+
+
+def test_a_refused_connection_is_not_retried():
+    """The retries are for processes racing to create the tables; a server that cannot be reached
+    used to be tried 5 times (56 s for one that never answers)."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(StorageError, match="cannot open the database"):
+        check_storage("postgresql://u@127.0.0.1:1/grid")
+    assert time.perf_counter() - t0 < 3
+
+
+def test_passwords_never_reach_logs_opt_yaml_or_checkpoints():
+    from train import _plain
+    from utils.logging import hide_passwords
+
+    url = "postgresql://postgres:goodpw@127.0.0.1:5477/qa"
+    assert hide_passwords(f"evolve_storage={url}, x=1") == "evolve_storage=postgresql://postgres:***@127.0.0.1:5477/qa, x=1"
+    assert _plain({"evolve_storage": url, "data": "coco128.yaml"}) == {
+        "evolve_storage": "postgresql://postgres:***@127.0.0.1:5477/qa", "data": "coco128.yaml"}
+    assert hide_passwords("sqlite:///runs/a.db http://host/x") == "sqlite:///runs/a.db http://host/x"

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from utils.logging import LOGGER
+from utils.logging import LOGGER, hide_passwords
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,7 @@ def check_img_size(imgsz: int | list[int], s: int = 32, floor: int = 0) -> int |
 def print_args(name: str, opt: argparse.Namespace | dict) -> None:
     """Log a script's arguments on one line."""
     d = vars(opt) if isinstance(opt, argparse.Namespace) else opt
-    LOGGER.info(f"{name}: " + ", ".join(f"{k}={v}" for k, v in d.items()))
+    LOGGER.info(hide_passwords(f"{name}: " + ", ".join(f"{k}={v}" for k, v in d.items())))
 
 
 def positive_int(text: str, unit: str = "", below: str = "must be at least 1") -> int:

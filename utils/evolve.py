@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 
 from utils.data.dataset import load_hyp
-from utils.logging import LOGGER
+from utils.logging import LOGGER, hide_passwords
 from utils.metrics import fitness
 
 # upstream YOLOv5's evolution bounds (lower, upper) of the hyperparameters it mutates
@@ -260,7 +260,7 @@ def evolve(opt: argparse.Namespace, train_fn: Callable[[dict, argparse.Namespace
     space = search_space(base)
     url = opt.evolve_storage or default_storage(save_dir)
     study = open_study(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
-    LOGGER.info(f"evolve: study '{STUDY_NAME}' in {url}: {len(_complete(study))}/{n} trials complete, "
+    LOGGER.info(f"evolve: study '{STUDY_NAME}' in {hide_passwords(url)}: {len(_complete(study))}/{n} trials complete, "
                 f"searching {len(space)} hyperparameters")
     study.enqueue_trial({k: float(base[k]) for k in space}, skip_if_exists=True)
     with warnings.catch_warnings():

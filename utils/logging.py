@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 LOGGER = logging.getLogger("yolov5")
@@ -75,3 +76,12 @@ def write_results(rows: list[dict], stem: str | os.PathLike, note: str = "") -> 
         w.writeheader()
         w.writerows(rows)
     stem.with_suffix(".md").write_text((note.strip() + "\n\n" if note else "") + markdown_table(rows))
+
+
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^/\s]*@(?=[^@/\s]*(?:[:/]|$|\s))")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it (``scheme://user:password@host``) shown as ``***``:
+    for log lines, opt.yaml and checkpoints, which must not carry a database password."""
+    return _URL_PASSWORD.sub(r"\1***@", text)

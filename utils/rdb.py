@@ -46,8 +46,10 @@ def _shown(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: shown as given, it holds no parsable password
-        return url
+    except Exception:  # not a parsable URL: its password, if any, hidden by pattern
+        from utils.logging import hide_passwords
+
+        return hide_passwords(url)
 
 
 def require_driver(url: str, flag: str = "--storage") -> None:
@@ -58,13 +60,20 @@ def require_driver(url: str, flag: str = "--storage") -> None:
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
+    netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+    if netloc.count("@") > 1:  # never echo this URL: where its password ends is ambiguous
+        raise StorageError(f"{flag}: the URL holds more than one '@'; write an '@' inside the user name or "
+                           "password as %40")
+    if url.startswith("sqlite") and url.split("///", 1)[-1] in ("", ":memory:"):
+        raise StorageError(f"{flag} {url}: an in-memory database is private to one process, so nothing would be "
+                           "shared or kept; give a file, e.g. sqlite:///runs/grid.db")
     try:
         dialect = make_url(url).get_dialect()
     except sqlalchemy.exc.NoSuchModuleError:  # before ArgumentError, its base class
         raise StorageError(f"{flag} {_shown(url)}: unknown database scheme {url.split(':', 1)[0]!r}; use "
                            "sqlite:///, postgresql:// or mysql+pymysql://") from None
-    except sqlalchemy.exc.ArgumentError:
-        raise StorageError(f"{flag} {url!r} is not a database URL; give e.g. sqlite:///study.db or "
+    except (sqlalchemy.exc.ArgumentError, ValueError) as e:  # ValueError: e.g. a port that is not a number
+        raise StorageError(f"{flag} {_shown(url)!r} is not a database URL ({e}); give e.g. sqlite:///study.db or "
                            "postgresql://user:password@host:5432/dbname") from None
     try:
         dialect.import_dbapi()
@@ -91,8 +100,11 @@ def open_storage(url: str, heartbeat_s: int, grace_s: float, flag: str = "--stor
     if url.startswith("sqlite:///"):
         kwargs = {"connect_args": {"timeout": 60}}
         db = url[len("sqlite:///"):]
-        if db and db != ":memory:":
+        try:
             Path(db).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"{flag} {url}: cannot create the database's folder {Path(db).parent}: "
+                               f"{e.strerror or e}") from None
     elif url.startswith("postgresql"):  # an unreachable host fails in seconds, not after the OS's TCP timeout
         kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     for attempt in range(CONNECT_TRIES):
@@ -103,11 +115,22 @@ def open_storage(url: str, heartbeat_s: int, grace_s: float, flag: str = "--stor
                     url, engine_kwargs=kwargs, heartbeat_interval=int(heartbeat_s), grace_period=grace_s,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
-            if attempt == CONNECT_TRIES - 1:
+            if attempt == CONNECT_TRIES - 1 or _cannot_connect(e):
                 first = str(getattr(e, "orig", e)).strip().splitlines()[0]
                 raise StorageError(f"{flag} {_shown(url)}: cannot open the database: {first}") from None
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def _cannot_connect(e: Exception) -> bool:
+    """True for a failure to reach or log in to the server (retrying only adds timeouts), False for the
+    race of processes creating the tables (IntegrityError, a lock), which the retries are for."""
+    import sqlalchemy.exc
+
+    if isinstance(e, sqlalchemy.exc.IntegrityError):
+        return False
+    text = str(getattr(e, "orig", e)).lower()
+    return not any(w in text for w in ("locked", "already exists", "duplicate"))
 
 
 def check_storage(url: str, flag: str = "--storage") -> None:
