@@ -82,15 +82,18 @@ def test_every_output_file_and_column(compared):
             assert r["cfg"].endswith("last.pt") and Path(r["result"]["stats"]).is_file()
 
 
+def _forbid(monkeypatch, *names: str) -> None:
+    """Make each named compare function fail the test if it is called (work that must be skipped)."""
+    for name in names:
+        def boom(*a, _name=name, **k):
+            raise AssertionError(f"{_name} called: the run should have been skipped")
+
+        monkeypatch.setattr(compare, name, boom)
+
+
 def test_rerun_skips_everything(compared, synth, monkeypatch):
     _, d = compared
-
-    def boom(*a, **k):
-        raise AssertionError("measured again")
-
-    monkeypatch.setattr(compare, "measure_cost", boom)
-    monkeypatch.setattr(compare, "train_once", boom)
-    monkeypatch.setattr(compare, "evaluate", boom)
+    _forbid(monkeypatch, "measure_cost", "train_once", "evaluate")
     before = (d / "runs.jsonl").read_text()
     out = compare.run(CFGS, data=str(synth), **TINY, project=str(d.parent), name="tiny")
     assert (d / "runs.jsonl").read_text() == before
@@ -99,12 +102,7 @@ def test_rerun_skips_everything(compared, synth, monkeypatch):
 
 def test_report_trains_nothing_and_names_what_is_missing(compared, synth, monkeypatch):
     _, d = compared
-
-    def boom(*a, **k):
-        raise AssertionError("trained")
-
-    monkeypatch.setattr(compare, "train_once", boom)
-    monkeypatch.setattr(compare, "evaluate", boom)
+    _forbid(monkeypatch, "train_once", "evaluate")
     out = compare.run([*CFGS, "yolov5n_CA.yaml"], data=str(synth), **TINY, project=str(d.parent), name="tiny",
                       report=True)
     assert [r["seeds"] for r in out["rows"]] == [2, 2, 0]
