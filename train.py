@@ -326,6 +326,7 @@ def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device)
     """
     run = _setup(hyp, opt, device)
     _setup_model(run)
+    _zero_start_blocks(run)
     _build_optimizer(run)
     _build_data(run)
     _calibrate_blocks(run)
@@ -596,21 +597,28 @@ def _build_data(run: _Run) -> None:
                               recompute=run.recompute_anchors)
 
 
-def _calibrate_blocks(run: _Run) -> None:
-    """Give the identity-started blocks of a fresh fine-tune their zero start (hyp ``gate_zero_start``)
-    and output scale (hyp ``gate_calibration_images`` training images; 0 = none), before the EMA
-    copies the model."""
-    n = int(run.hyp_cfg["gate_calibration_images"])
-    if run.resume or not run.identity_blocks:  # a resumed run has its start in the checkpoint
-        return
-    if run.hyp_cfg["gate_zero_start"] and run.hyp_cfg["gate_schedule"] == "train":
+def _zero_start_blocks(run: _Run) -> None:
+    """Give the identity-started blocks of a fresh fine-tune their zero start (hyp ``gate_zero_start``),
+    before the optimizer is built: the residual form of a block without zero layers adds a parameter."""
+    if run.resume or not run.identity_blocks or not run.hyp_cfg["gate_zero_start"]:
+        return  # a resumed run has its start in the checkpoint
+    if run.hyp_cfg["gate_schedule"] == "train":
         LOGGER.info("hyp gate_zero_start is skipped under gate_schedule: train (a zero layer behind a zero "
                     "trained gate never moves); the new blocks keep their paper initialisation")
-    elif run.hyp_cfg["gate_zero_start"]:
-        zeroed = zero_start_new_blocks(de_parallel(run.model), run.identity_blocks)
-        LOGGER.info(f"Zero start for {len(zeroed)} of {len(run.identity_blocks)} new block(s) (hyp gate_zero_start): "
-                    "each is the identity at full gate until it learns")
-    if not n:
+        return
+    model = de_parallel(run.model)
+    zeroed = zero_start_new_blocks(model, run.identity_blocks)
+    residual = [b for b in zeroed if model.get_submodule(b).residual_scale is not None]
+    form = f" ({len(residual)} in the residual form x + gate * a * f(x), a = 0: {', '.join(residual)})" if residual else ""
+    LOGGER.info(f"Zero start for {len(zeroed)} of {len(run.identity_blocks)} new block(s) (hyp gate_zero_start){form}: "
+                "each is the identity at full gate until it learns")
+
+
+def _calibrate_blocks(run: _Run) -> None:
+    """Give the identity-started blocks of a fresh fine-tune their output scale (hyp
+    ``gate_calibration_images`` training images; 0 = none), before the EMA copies the model."""
+    n = int(run.hyp_cfg["gate_calibration_images"])
+    if run.resume or not run.identity_blocks or not n:  # a resumed run has its start in the checkpoint
         return
     images = run.dataset.calibration_batch(n, run.imgsz)
     scales = calibrate_new_blocks(de_parallel(run.model), run.identity_blocks, images)

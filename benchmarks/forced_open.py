@@ -87,15 +87,20 @@ def measure(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, im
 
 
 def measure_zero_start(cfg: str, record: dict, data: dict, loader, images: torch.Tensor, imgsz: int) -> dict:
-    """mAP50-95 of `cfg` at gate 1 after train.py's default start (zero start, then calibration);
-    blocks with nothing to zero are the calibrated ones (not measured twice: returns None then)."""
+    """mAP50-95 of `cfg` at gate 1 after train.py's default start (zero start, then calibration), and
+    which form the zero start gave: ``zeroed layers`` or ``residual`` (x + gate * a * f(x), a = 0)."""
     model, blocks = _inserted(cfg, record, data)
     zeroed = zero_start_new_blocks(model, blocks)
-    if not zeroed:
-        return {"zero_start": None, "zeroed": 0}
+    residual = any(getattr(model.get_submodule(b), "residual_scale", None) is not None for b in zeroed)
     calibrate_new_blocks(model, blocks, images)
     set_gates(model, blocks, 1.0)
-    return {"zero_start": _m_ap(model, data, loader, imgsz), "zeroed": len(zeroed)}
+    return {"zero_start": _m_ap(model, data, loader, imgsz), "zeroed": len(zeroed),
+            "form": "residual" if residual else "zeroed layers"}
+
+
+def _needs_zero_start(row: dict) -> bool:
+    """A row measured before zero start existed, or before blocks without zero layers had a zero start."""
+    return "zeroed" not in row or row.get("zero_start") is None
 
 
 def _command(opt: argparse.Namespace) -> str:
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             done[r["cfg"]] = r
     cfgs = ["yolov5n.yaml"] + [PLACEMENTS[pl].format(b) for b in (opt.blocks or block_names())
                                for pl in opt.placements]
-    missing = [c for c in cfgs if c not in done or (c != "yolov5n.yaml" and "zeroed" not in done[c])]
+    missing = [c for c in cfgs if c not in done or (c != "yolov5n.yaml" and _needs_zero_start(done[c]))]
     if opt.table_only:
         cfgs = [c for c in cfgs if c not in missing]
         if "yolov5n.yaml" not in done:
@@ -148,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in cfgs:
         if cfg not in done:
             done[cfg] = measure(cfg, record, data, loader, images, opt.imgsz)
-        elif cfg == "yolov5n.yaml" or "zeroed" in done[cfg]:
+        elif cfg == "yolov5n.yaml" or not _needs_zero_start(done[cfg]):
             continue
-        if cfg != "yolov5n.yaml":  # rows measured before zero start existed get its column only
+        if cfg != "yolov5n.yaml":  # rows measured before (this) zero start existed get its column only
             done[cfg].update(measure_zero_start(cfg, record, data, loader, images, opt.imgsz))
         with open(work, "a") as f:
             f.write(json.dumps(done[cfg]) + "\n")
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"config": Path(cfg).stem, "new blocks": r["blocks"], "raw": f"{r['raw']:.3f}",
                      "calibrated": f"{r['calibrated']:.3f}",
                      "zero start + calibrated": "-" if r.get("zero_start") is None else f"{r['zero_start']:.3f}",
+                     "zero start form": r.get("form", "zeroed layers" if r.get("zeroed") else "-"),
                      "default - yolov5n": f"{default - base:+.3f}",
                      "within 0.02": "yes" if default >= base - 0.02 else "no",
                      "gate-0 max diff": f"{r['gate0_max_diff']:.1e}"})
@@ -170,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             f"training, coco128 val at {opt.imgsz} px (mAP50-95). yolov5n.pt itself: {base:.3f}. raw = blocks as "
             f"initialised (seed 0); calibrated = after models.transfer.calibrate_new_blocks on "
             f"{opt.calibration_images} coco128 images; zero start + calibrated = train.py's default (hyp "
-            "gate_zero_start 1: each block's last layer zeroed first; '-' = the block has no such layer, so its default "
-            "is calibration alone); default - yolov5n: the default's mAP50-95 minus yolov5n.pt's. gate-0 max diff: "
+            "gate_zero_start 1, then calibration); zero start form: 'zeroed layers' = the last layer before each "
+            "attention map or of each branch zeroed, 'residual' = a block with no such layer becomes x + gate * a * f(x) "
+            "with a trainable a = 0 (ReZero, arXiv:2003.04887); default - yolov5n: the default's mAP50-95 minus "
+            "yolov5n.pt's. gate-0 max diff: "
             "largest change of the gate-0 model's outputs through calibration (0 = still the pretrained network). Command: "
             f"`{_command(opt)}`." + (f" Not measured yet: {', '.join(Path(c).stem for c in missing)}."
                                      if opt.table_only and missing else ""))

@@ -228,20 +228,23 @@ def weights_misfit(model: nn.Module, sd: dict[str, torch.Tensor]) -> str | None:
 
     shape = [f"{where(k)} is {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
              for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    missing = [where(k) for k in own if k not in sd and not k.endswith(("gate", ".out_scale"))]
-    unexpected = [where(k) for k in sd if k not in own and not _attention_scale(model, k)]
+    missing = [where(k) for k in own if k not in sd and not optional_block_entry(model, k, with_gate=True)]
+    unexpected = [where(k) for k in sd if k not in own and not optional_block_entry(model, k)]
     parts = shape[:3] + [f"missing {x}" for x in missing[:3]] + [f"unexpected {x}" for x in unexpected[:3]]
     extra = len(shape) + len(missing) + len(unexpected) - len(parts)
     return "; ".join(parts) + (f" (and {extra} more)" if extra > 0 else "") if parts else None
 
 
-def _attention_scale(model: nn.Module, key: str) -> bool:
-    """True when `key` is the output scale of an attention block in `model` (calibrated blocks
-    carry one, freshly built ones none: it loads either way, see AttentionBlock)."""
-    from models.attention._base import AttentionBlock
+def optional_block_entry(model: nn.Module, key: str, with_gate: bool = False) -> bool:
+    """True when `key` is an optional entry of an attention block in `model` (its output scale or
+    residual-form scale: inserted blocks carry them, freshly built ones not; see AttentionBlock),
+    or with `with_gate` any gate (files from code without gates load as gate 1)."""
+    from models.attention._base import OPTIONAL_ENTRIES, AttentionBlock
 
     prefix, _, name = key.rpartition(".")
-    if name != "out_scale":
+    if with_gate and name == "gate":
+        return True
+    if name not in OPTIONAL_ENTRIES:
         return False
     try:
         return isinstance(model.get_submodule(prefix), AttentionBlock)

@@ -41,7 +41,8 @@ and the block learns its maps from there (the zeroed layer gets gradient as soon
 above 0). Chosen by measurement (models/attention/README.md): calibration alone left a block at
 full gate up to 0.27 mAP50-95 below yolov5n.pt, seven CBAMs in C3 0.068. SK, CoT, MHSA,
 ShuffleAttention, SimAM, NAM and SGE have no such layer (their output replaces or permutes the
-features, or they are already constant at init) and are calibrated only. Under
+features, or their maps come from ``x`` itself) and get the residual form ``x + gate * a * f(x)``
+with a trainable ``a`` started at 0 instead (ReZero, arXiv:2003.04887). Under
 ``gate_schedule: train`` zero start is skipped (with a log line): a zero layer behind a zero
 trained gate would never move.
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.checkpoint import optional_block_entry
 from models.registry import Channels, lookup
 from utils.logging import LOGGER
 
@@ -173,6 +174,10 @@ def transfer_weights(src_sd: dict[str, torch.Tensor], src_cfg: dict | None, mode
         dk = f"model.{mapping[int(mk.group(1))]}.{mk.group(2)}" if mk and int(mk.group(1)) in mapping else None
         if dk is not None and k.endswith(".anchors") and not same_anchors:
             dk = None  # the target config asks for its own anchors
+        if dk is not None and dk not in dst_sd and dk not in filled and optional_block_entry(model, dk):
+            new_sd[dk] = v.float()  # the block takes its insertion start's scale on loading
+            filled.add(dk)
+            continue
         if dk is None or dk not in dst_sd or dst_sd[dk].shape != v.shape or dk in filled:
             res.skipped.append(k)
             continue
@@ -296,8 +301,10 @@ def calibrate_new_blocks(model: nn.Module, blocks: list[str], images: torch.Tens
 
 def zero_start_new_blocks(model: nn.Module, blocks: list[str]) -> list[str]:
     """:meth:`~models.attention._base.AttentionBlock.zero_start` for each block of `blocks` (module
-    names, as ``TransferResult.identity``); call before :func:`calibrate_new_blocks`. Returns the
-    blocks that had a layer to zero; raises KeyError for a name not in `model`."""
+    names, as ``TransferResult.identity``); call before :func:`calibrate_new_blocks` and before the
+    optimizer is built (the residual form adds a parameter). Returns the blocks given a zero start
+    (every attention block among them: zeroed layers or the residual form); raises KeyError for a
+    name not in `model`."""
     from models.attention._base import AttentionBlock
 
     modules = dict(model.named_modules())

@@ -40,10 +40,9 @@ def base_pt(tmp_path_factory) -> Path:
     return f
 
 
-def _finetune(synth: Path, base_pt: Path, project: Path, **kw) -> tuple[dict, str]:
+def _finetune(synth: Path, base_pt: Path, project: Path, cfg: str = "yolov5n_CBAM.yaml", **kw) -> tuple[dict, str]:
     with LogLines() as log:
-        out = train.run(data=str(synth), weights=str(base_pt), cfg="yolov5n_CBAM.yaml", project=str(project),
-                        **{**TINY, **kw})
+        out = train.run(data=str(synth), weights=str(base_pt), cfg=cfg, project=str(project), **{**TINY, **kw})
     return out, "\n".join(log.lines)
 
 
@@ -233,6 +232,29 @@ def test_resume_continues_the_fade(synth, base_pt, tmp_path):
     scale = load_checkpoint(res["last"])["model"]["state_dict"]["model.9.out_scale"]
     assert torch.equal(scale, load_checkpoint(out["save_dir"] / "weights" / "epoch0.pt")["model"]["state_dict"]
                        ["model.9.out_scale"])
+
+
+def test_residual_form_is_trained_resumed_and_fine_tuned_on(synth, base_pt, tmp_path):
+    """SK has no layer to zero: its zero start is x + gate * a * f(x) with a trainable a = 0. a must be in
+    the optimizer (it is created before it), move, survive resume, and carry over to a further fine-tune."""
+    out, log = _finetune(synth, base_pt, tmp_path / "a", cfg="yolov5n_SK.yaml", epochs=2, save_period=1)
+    assert "(1 in the residual form x + gate * a * f(x), a = 0: model.9)" in log
+    ep0 = load_checkpoint(out["save_dir"] / "weights" / "epoch0.pt")
+    a0 = ep0["model"]["state_dict"]["model.9.residual_scale"]
+    a1 = load_checkpoint(out["last"])["model"]["state_dict"]["model.9.residual_scale"]
+    assert a0.shape == (1,) and a0.item() != 0 and a1.item() != a0.item()  # trained from 0
+    assert "model.9.residual_scale" in ep0["ema"]["state_dict"]
+    stopped = tmp_path / "b" / "exp" / "weights"
+    stopped.mkdir(parents=True)
+    shutil.copy(out["save_dir"] / "weights" / "epoch0.pt", stopped / "last.pt")
+    res = train.run(resume=str(stopped / "last.pt"), device="cpu", workers=0)  # the optimizer state fits
+    assert load_checkpoint(res["last"])["model"]["state_dict"]["model.9.residual_scale"].item() != a0.item()
+    with LogLines() as lg:
+        on = train.run(data=str(synth), weights=str(out["last"]), cfg="yolov5n_SK.yaml", project=str(tmp_path / "c"),
+                       epochs=1, **TINY)
+    assert "Identity start" not in "\n".join(lg.lines)  # the block came with its weights and its form
+    sd = load_checkpoint(on["last"])["model"]["state_dict"]
+    assert "model.9.residual_scale" in sd and sd["model.9.residual_scale"].item() != a1.item()
 
 
 def test_no_identity_start_and_scratch_untouched(synth, base_pt, tmp_path):

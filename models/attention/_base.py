@@ -20,6 +20,12 @@ each factor's gradient is proportional to the other one; and a zero scale left t
 optimizer stays near 0 in a fine-tune, as a zero gate does).
 
 Parameter counts therefore are "paper formula + 1" for every block (see the tests).
+
+Insertion start (train.py's default for blocks new to a pretrained network): :meth:`AttentionBlock.zero_start`
+zeroes the layers that make ``f(x)`` a multiple of ``x``, or, for a block without such layers, switches
+it to the residual form ``x + gate * a * f(x)`` with a trainable ``a`` started at 0 (one more
+parameter, the ``residual_scale`` state-dict entry); :meth:`AttentionBlock.calibrate` then sets a fixed
+per-channel output scale. A block is then the identity at every gate value and learns from there.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+
+
+# State-dict entries an attention block carries only after an insertion start (calibrate(),
+# zero_start()); a freshly built block has none, and it loads a state dict either way.
+OPTIONAL_ENTRIES = ("out_scale", "residual_scale")
 
 
 class AttentionBlock(nn.Module):
@@ -46,6 +57,9 @@ class AttentionBlock(nn.Module):
         # per-channel scale of f's output, set by calibrate() on insertion into a pretrained
         # network; None (no state-dict entry) = the paper's block
         self.register_buffer("out_scale", None)
+        # ReZero scale of the residual form that zero_start() gives blocks without zero_layers;
+        # None (no state-dict entry) = the mixed form x + gate * (f(x) - x)
+        self.register_parameter("residual_scale", None)
 
     # Options validated by check_args: a reduction ratio divides the width (hidden width C // r,
     # so 1 <= r < C), a group count splits it (1 <= g <= C). Names absent from __init__ are ignored.
@@ -95,6 +109,8 @@ class AttentionBlock(nn.Module):
             y = y.to(x.dtype)
         if self.out_scale is not None:
             y = y * self.out_scale.to(x.dtype).view(1, -1, 1, 1)
+        if self.residual_scale is not None:
+            return x + (self.gate * self.residual_scale).to(x.dtype) * y
         return x + self.gate.to(x.dtype) * (y - x)
 
     @torch.no_grad()
@@ -105,25 +121,41 @@ class AttentionBlock(nn.Module):
 
     # Layers that :meth:`zero_start` zeroes: the last layer before each attention map's sigmoid
     # (the map becomes the constant sigmoid(0) = 0.5) or the last layer of each residual branch
-    # (the branch adds 0). Empty for blocks whose own weights cannot make f a multiple of x.
+    # (the branch adds 0). Empty for blocks whose own weights cannot make f a multiple of x: those
+    # get the residual form instead (see zero_start).
     zero_layers: tuple[str, ...] = ()
     # Of those, layers whose map multiplies x with no sigmoid after it: their bias starts at 1 (map 1).
     unit_bias_layers: tuple[str, ...] = ()
 
     @torch.no_grad()
     def zero_start(self) -> bool:
-        """Zero the weights and biases of :attr:`zero_layers` (for a ``Conv`` with batch norm: the
-        norm's scale and shift), so that ``f(x)`` is a per-channel constant multiple of `x` (or `x`
-        itself) and :meth:`calibrate` then makes it exactly `x`: the block opens without changing
-        the pretrained network's features, and learns from there. The zeroed layer still gets
-        gradient (its input is not zero) once the gate is above 0, as in zero-initialised residual
-        branches (Goyal et al., arXiv:1706.02677, zero gamma; the non-local block's own zero BN,
-        arXiv:1711.07971). Returns False for a block with nothing to zero."""
+        """Make the block the identity at every gate value while it still learns (for insertion
+        into a pretrained network; called before :meth:`calibrate` and before the optimizer is built).
+
+        A block with :attr:`zero_layers` gets their weights and biases zeroed (for a ``Conv`` with
+        batch norm: the norm's scale and shift), so that ``f(x)`` is a per-channel constant multiple
+        of `x` (or `x` itself) and :meth:`calibrate` then makes it exactly `x`. The zeroed layer still
+        gets gradient (its input is not zero) once the gate is above 0, as in zero-initialised
+        residual branches (Goyal et al., arXiv:1706.02677, zero gamma; the non-local block's own
+        zero BN, arXiv:1711.07971).
+
+        A block whose own weights cannot make ``f(x)`` a multiple of `x` (its output is new features,
+        shuffled channels, or it has no weights: SK, CoT, MHSA, ShuffleAttention, SimAM, NAM, SGE)
+        switches to the residual form ``x + gate * a * f(x)`` with a new trainable scalar
+        ``a = residual_scale`` started at 0 (ReZero: Bachlechner et al., "ReZero is All You Need",
+        arXiv:2003.04887, which starts this scalar at 0). That is how SK, CoT, MHSA and
+        ShuffleAttention sit in their papers, inside a residual bottleneck; ``a`` gets the gradient
+        ``gate * <dL/dout, f(x)>``, which is not 0. The form travels in the state dict (the
+        ``residual_scale`` entry). Returns True (every block gets one of the two).
+        """
+        if not self.zero_layers:
+            self.residual_scale = nn.Parameter(torch.zeros(1, dtype=self.gate.dtype, device=self.gate.device))
+            return True
         for name in self.zero_layers:
             zero_layer(self.get_submodule(name))
         for name in self.unit_bias_layers:
             self.get_submodule(name).bias.fill_(1.0)
-        return bool(self.zero_layers)
+        return True
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -173,17 +205,27 @@ class AttentionBlock(nn.Module):
         init (scale 0, gate 1) and for identity start (scale 1, gate 0); those scales are
         trained without a bound, so the value can pass 1.
         """
+        if self.residual_scale is not None:  # residual form (zero_start): 0 until the scale moves
+            return float((self.gate.detach().float() * self.residual_scale.detach().float().abs()).mean())
         return float(self.gate.detach().float().mean())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         # A calibrated block's output scale travels in the state dict; a state dict with this
         # block's weights but no scale gives the paper's block (one without them leaves it alone).
+        # The same holds for the residual form's scale (zero_start of a block without zero layers).
+        mine = any(k.startswith(prefix) for k in state_dict)
         scale = state_dict.get(prefix + "out_scale")
         if scale is not None:
             self.out_scale = torch.empty(scale.shape, dtype=self.gate.dtype, device=self.gate.device)
-        elif any(k.startswith(prefix) for k in state_dict):
+        elif mine:
             self.out_scale = None
+        residual = state_dict.get(prefix + "residual_scale")
+        if residual is not None and self.residual_scale is None:
+            self.residual_scale = nn.Parameter(torch.empty(residual.shape, dtype=self.gate.dtype,
+                                                           device=self.gate.device))
+        elif residual is None and mine:
+            self.residual_scale = None
         # Weights from code without the gate: the paper form, gate = 1.
         if prefix + "gate" not in state_dict:
             state_dict[prefix + "gate"] = torch.ones_like(self.gate)
