@@ -578,27 +578,13 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         cfgs = control_configs(cfgs, out / "controls")
     nc_from = nc_source(nc, data)
     if data:
-        from utils.data.dataset_config import check_dataset
-        from utils.data.overlap import warn_if_val_in_train
-
-        data_dict = check_dataset(data, autodownload=False)
-        nc = data_dict["nc"] if nc is None else nc  # cost of the model that is trained: the dataset's classes
-        if epochs > 0 or evaluate_files:
-            warn_if_val_in_train(data_dict)
+        nc = _check_data(data, nc, leak_check=epochs > 0 or evaluate_files)
     log = out / "runs.jsonl"
     done = load_done(log)
     opt = argparse.Namespace(data=data, weights=weights, imgsz=imgsz, epochs=epochs, batch_size=batch_size,
                              hyp=hyp, workers=workers, device=device, no_identity_start=no_identity_start,
                              noval=noval, name=name)
-    cost_settings = {"imgsz": imgsz, "threads": threads, "runs": runs, "nc": nc}
-    if half:  # only when set, so that runs measured before this option keep their keys
-        cost_settings["half"] = True
-    train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
-    if no_identity_start:  # only when set, so that runs measured before this option keep their keys
-        train_settings["no_identity_start"] = True
-    if noval:  # likewise
-        train_settings["noval"] = True
-    eval_settings = {k: getattr(opt, k) for k in EVAL_KEYS}
+    cost_settings, train_settings, eval_settings = _run_settings(opt, threads, runs, nc, half)
 
     names = row_names(cfgs)
     cost: dict[str, dict] = {}
@@ -632,16 +618,51 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
     note += _preprocessing_note(cfgs, cost, names) if evaluate_files else ""
     note += _control_mismatch_note(cfgs, cost, names) if control else ""
-    if missing:
-        note += ((" Not trained yet (--report: the table holds the runs finished so far): " if report else
-                  " Missing training runs (failed; see the log of the process that ran them): ")
-                 + ", ".join(j.label for j in missing) + ".")
+    note += _missing_note(missing, report)
     write_results(rows, out / "results", note=note)
     plots = plot(rows, cost, acc, cfgs, out, names) + plot_differences(diffs, cfgs, names, out)
     LOGGER.info("\n" + table(rows))
     LOGGER.info(f"Results in {out}: results.csv, results.md" + "".join(f", {p.name}" for p in plots))
     return {"rows": rows, "dir": out, "markdown": markdown_table(rows), "plots": plots, "differences": diffs,
             "acc": acc, "cfgs": cfgs}
+
+
+def _check_data(data: str, nc: int | None, leak_check: bool) -> int:
+    """Check the dataset YAML `data` (no download) and return the class count to measure costs with:
+    `nc` when given, else the dataset's (the model that is trained). With `leak_check`, warn when its
+    val images are also train images (utils/data/overlap.py)."""
+    from utils.data.dataset_config import check_dataset
+    from utils.data.overlap import warn_if_val_in_train
+
+    data_dict = check_dataset(data, autodownload=False)
+    if leak_check:
+        warn_if_val_in_train(data_dict)
+    return data_dict["nc"] if nc is None else nc
+
+
+def _run_settings(opt: argparse.Namespace, threads: int, runs: int, nc: int | None,
+                  half: bool) -> tuple[dict, dict, dict]:
+    """The settings that key cost, training and evaluation runs in runs.jsonl (a finished run with
+    the same key is not measured again). Options added later enter a key only when set, so that
+    runs measured before them keep their keys."""
+    cost_settings = {"imgsz": opt.imgsz, "threads": threads, "runs": runs, "nc": nc}
+    if half:
+        cost_settings["half"] = True
+    train_settings = {k: getattr(opt, k) for k in TRAIN_KEYS}
+    if opt.no_identity_start:
+        train_settings["no_identity_start"] = True
+    if opt.noval:
+        train_settings["noval"] = True
+    return cost_settings, train_settings, {k: getattr(opt, k) for k in EVAL_KEYS}
+
+
+def _missing_note(missing: list[Job], report: bool) -> str:
+    """The table note's list of training runs without a result ('' when none)."""
+    if not missing:
+        return ""
+    return ((" Not trained yet (--report: the table holds the runs finished so far): " if report else
+             " Missing training runs (failed; see the log of the process that ran them): ")
+            + ", ".join(j.label for j in missing) + ".")
 
 
 def _grid_results(jobs: list[Job], opt: argparse.Namespace, names: dict[str, str], out: Path, eval_settings: dict,

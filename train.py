@@ -498,36 +498,44 @@ def _plan_anchors(run: _Run, model: nn.Module, n: int) -> str:
             raise CheckpointError(f"{run.weights}: its anchors are unset (zeros), so it cannot be resumed; fine-tune "
                                   f"from it with --weights {run.weights} instead (AutoAnchor then computes them)")
         return ""
-    weights = Path(run.weights).name if run.weights else ""
     if n:
-        key = f"{run.hyp_source}: anchors: {n}"
-        if unset and opt.noautoanchor:
-            if run.ckpt:
-                src_na = anchor_count((run.ckpt.get("ema") or run.ckpt["model"])["state_dict"])
-                has = (f"{weights} has {src_na} anchors per output layer, not {n}" if src_na != n
-                       else f"{weights}'s anchors are unset (zeros)")
-            else:
-                has = "a model trained from scratch has no anchors yet"
-            raise ValueError(f"{key}: {has}, and only AutoAnchor computes new ones; drop --noautoanchor, or remove "
-                             "the key (or set it to 0) to train with the model's anchors")
-        if opt.noautoanchor:
-            LOGGER.info(f"{key} equals the anchor count of {weights}: with --noautoanchor the run trains with "
-                        f"{weights}'s anchors")
-            return ""
-        if unset:
-            LOGGER.info(f"{key}: AutoAnchor computes the {n} anchors per output layer from the labels")
-        else:
-            LOGGER.info(f"{key} equals the anchor count of {weights}: AutoAnchor replaces its anchors by anchors "
-                        "computed from the labels (each in the slot of the most similar one)")
-        return f"{run.hyp_source}, key anchors"
+        return _plan_hyp_anchors(run, n, unset)
     if not unset:
         return ""
-    cfg = opt.cfg or f"the config of {weights}"
+    cfg = opt.cfg or f"the config of {Path(run.weights).name}"
     if opt.noautoanchor:
         raise ValueError(f"{cfg}: anchors: {head.anchors.shape[1]} is an anchor count without sizes, and "
                          "--noautoanchor leaves them unset; drop --noautoanchor (AutoAnchor computes them) "
                          "or list the anchor sizes in the model YAML")
     return f"{cfg}: anchors: {head.anchors.shape[1]}"
+
+
+def _plan_hyp_anchors(run: _Run, n: int, unset: bool) -> str:
+    """:func:`_plan_anchors` for a hyp file's ``anchors: n`` (n > 0) on a fresh run; `unset`: the built
+    model's anchors are placeholders (zeros). Raises ValueError when only AutoAnchor could give them
+    but ``--noautoanchor`` is set."""
+    opt = run.opt
+    weights = Path(run.weights).name if run.weights else ""
+    key = f"{run.hyp_source}: anchors: {n}"
+    if unset and opt.noautoanchor:
+        if run.ckpt:
+            src_na = anchor_count((run.ckpt.get("ema") or run.ckpt["model"])["state_dict"])
+            has = (f"{weights} has {src_na} anchors per output layer, not {n}" if src_na != n
+                   else f"{weights}'s anchors are unset (zeros)")
+        else:
+            has = "a model trained from scratch has no anchors yet"
+        raise ValueError(f"{key}: {has}, and only AutoAnchor computes new ones; drop --noautoanchor, or remove "
+                         "the key (or set it to 0) to train with the model's anchors")
+    if opt.noautoanchor:
+        LOGGER.info(f"{key} equals the anchor count of {weights}: with --noautoanchor the run trains with "
+                    f"{weights}'s anchors")
+        return ""
+    if unset:
+        LOGGER.info(f"{key}: AutoAnchor computes the {n} anchors per output layer from the labels")
+    else:
+        LOGGER.info(f"{key} equals the anchor count of {weights}: AutoAnchor replaces its anchors by anchors "
+                    "computed from the labels (each in the slot of the most similar one)")
+    return f"{run.hyp_source}, key anchors"
 
 
 def _freeze(model: nn.Module, layers: list[int], new_blocks: list[str]) -> None:
