@@ -313,10 +313,13 @@ def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None =
 def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, label: str | None = None) -> dict:
     """One short training run in `save_root`/<label>_seed<seed> (`label`: the config's row name from
     :func:`row_names`, '/' read as '_'; default its stem); returns the final metrics and the path of
-    its results.csv."""
+    its results.csv, wall time (``train_s``) and CPU time (``cpu_s``: this process and its data
+    workers)."""
     import train
+    from utils.device import cpu_seconds
 
     name = f"{(label or Path(cfg).stem).replace('/', '_')}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
+    cpu0 = cpu_seconds()
     out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                     batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
                     project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
@@ -324,7 +327,7 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
     save_dir = Path(out["save_dir"])
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
             "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
-            "gate": mean_gate(save_dir / "weights" / "last.pt")}
+            "cpu_s": round(cpu_seconds() - cpu0, 1), "gate": mean_gate(save_dir / "weights" / "last.pt")}
 
 
 def evaluate(weights: str | Path, opt: argparse.Namespace, save_dir: Path) -> dict:

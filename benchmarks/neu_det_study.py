@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import compare  # noqa: E402
 from utils.cli import image_size, positive_int  # noqa: E402
+from utils.device import cpu_info  # noqa: E402
 from utils.logging import LOGGER  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -93,15 +93,18 @@ def baseline_rise(results_csvs: list[str], last: int = 5) -> tuple[float, float]
     return tuple(float(sum(r[k] for r in rises) / len(rises)) for k in range(2))
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+def time_note(runs: list[dict]) -> str:
+    """'15 training runs took 5.10 h of wall time and 9.80 h of CPU time in all' from compare.py's run
+    records (``train_s``, ``cpu_s``); runs recorded before CPU time was kept are counted apart."""
+    wall = sum(float(r.get("train_s") or 0) for r in runs)
+    timed = [float(r["cpu_s"]) for r in runs if r.get("cpu_s") is not None]
+    text = f"{len(runs)} training run{'s' * (len(runs) != 1)} took {wall / 3600:.2f} h of wall time"
+    if len(timed) == len(runs) and runs:
+        return text + f" and {sum(timed) / 3600:.2f} h of CPU time in all"
+    if timed:
+        return text + (f" in all; CPU time {sum(timed) / 3600:.2f} h for the {len(timed)} run(s) that recorded it "
+                       f"(the other {len(runs) - len(timed)} ran before it was kept)")
+    return text + " in all (CPU time not recorded)"
 
 
 def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
@@ -113,14 +116,13 @@ def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
     if (out["dir"] / "training_curves.png").is_file():
         shutil.copy(out["dir"] / "training_curves.png", dest / "neu_det_study_curves.png")
     runs = [r for rows in out["acc"].values() for r in rows]
-    train_s = sum(float(r.get("train_s") or 0) for r in runs)
     base_csvs = [r["results_csv"] for r in out["acc"].get(out["cfgs"][0], [])]
     rise = baseline_rise(base_csvs)
     note = (f"Study: `python benchmarks/neu_det_study.py {' '.join(opt.argv)}`".rstrip() + f" — yolov5{opt.model} "
             f"fine-tuned from {Path(opt.weights).name} on NEU-DET train (1440 images), judged on NEU-DET val "
             f"(360 held-out images), {opt.imgsz} px, {opt.epochs} epochs, batch {opt.batch_size}, device "
-            f"{opt.device}; {len(runs)} training runs took {train_s / 3600:.2f} h of wall time in all on "
-            f"{cpu_name()} ({os.cpu_count()} logical CPUs), with other jobs sharing the cores at times. ")
+            f"{opt.device}; {time_note(runs)} on {cpu_info()[0]} ({os.cpu_count()} logical CPUs), with other jobs "
+            "sharing the cores at times (which adds wall time, not CPU time). ")
     if rise is not None:
         note += (f"Still rising at the end: the baseline's val mAP50 over its last 5 epochs averaged {rise[0]:+.3f} "
                  f"above the 5 before, its mAP50-95 {rise[1]:+.3f} (mean over its {len(base_csvs)} run(s)). ")

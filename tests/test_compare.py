@@ -67,6 +67,8 @@ def test_every_output_file_and_column(compared):
         assert m, se[col]
         assert float(m.group(2)) <= float(m.group(3))
     assert se["verdict"].split(" (")[0] in ("better", "worse", "no detectable difference")
+    for runs in out["acc"].values():  # each training run's wall and CPU time are kept (the study sums them)
+        assert all(r["train_s"] > 0 and r["cpu_s"] > 0 for r in runs)
 
     md = (d / "results.md").read_text()
     assert "| config |" in md and "yolov5n_SE" in md

@@ -48,3 +48,13 @@ def test_baseline_rise_compares_the_last_five_epochs_with_the_five_before(tmp_pa
     assert rise == pytest.approx(((0.4 + 0.0) / 2, (0.1 + 0.0) / 2))
     short = _curve(tmp_path / "s.csv", [0.1] * 9, [0.1] * 9)  # fewer than 2 windows: no figure
     assert neu_det_study.baseline_rise([short]) is None
+
+
+def test_time_note_sums_wall_and_cpu_time_and_names_runs_without_it():
+    runs = [{"train_s": 3600, "cpu_s": 5400}, {"train_s": 1800, "cpu_s": 1800}]
+    assert neu_det_study.time_note(runs) == "2 training runs took 1.50 h of wall time and 2.00 h of CPU time in all"
+    mixed = runs[:1] + [{"train_s": 1800}]
+    assert neu_det_study.time_note(mixed) == ("2 training runs took 1.50 h of wall time in all; CPU time 1.50 h for "
+                                              "the 1 run(s) that recorded it (the other 1 ran before it was kept)")
+    assert neu_det_study.time_note([{"train_s": 36}]) == ("1 training run took 0.01 h of wall time in all "
+                                                         "(CPU time not recorded)")

@@ -155,6 +155,19 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return parse_cpuinfo(text)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system, seconds) used so far by this process and by its children that have
+    exited (DataLoader workers, once joined): the difference around a training run is its CPU time,
+    which unlike wall time does not grow when other jobs share the cores. NaN where the ``resource``
+    module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (x86 AVX512_BF16 or AMX-BF16: Intel Cooper Lake,
     Sapphire Rapids and later, AMD Zen 4 and later). Elsewhere bf16 is emulated and slower than FP32."""

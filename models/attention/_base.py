@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-
 # State-dict entries an attention block carries only after an insertion start (calibrate(),
 # zero_start()); a freshly built block has none, and it loads a state dict either way.
 OPTIONAL_ENTRIES = ("out_scale", "residual_scale")
