@@ -895,8 +895,7 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
         what += (" gate = mean |gate| of the attention blocks after training (0: still the identity they start as "
                  "when inserted into a pretrained model, 1: fully in; with zero start, train.py's default, a block "
                  "at gate 1 is what its zero-started layers have learnt, the identity until they do; for DA, CC and "
-                 "NonLocal the gate times their own residual scale, for a block in the residual form x + gate * a * "
-                 "f(x) (SK, CoT, MHSA, ShuffleAttention, SimAM, NAM, SGE) the gate times |a|).")
+                 "NonLocal the gate times their own residual scale).")
     if control:
         what += (" control rows (…_control): every attention block replaced by a plain residual 1x1-conv bottleneck "
                  "of about the same parameters, faded in the same way (models/attention/control.py).")

@@ -59,7 +59,13 @@ from models.gates import (  # noqa: E402
     gate_hyp,
     make_gate_schedule,
 )
-from models.transfer import anchor_count, calibrate_new_blocks, load_pretrained, zero_start_new_blocks  # noqa: E402
+from models.transfer import (  # noqa: E402
+    TransferResult,
+    anchor_count,
+    calibrate_new_blocks,
+    load_pretrained,
+    zero_start_new_blocks,
+)
 from models.yolo import DetectionModel, ModelConfigError, resolve_cfg  # noqa: E402
 from utils.autoanchor import anchors_unset, check_anchors  # noqa: E402
 from utils.cli import check_img_size, holds_files, holds_training_results, image_size, increment_path, print_args, run_folder  # noqa: E402
@@ -261,6 +267,7 @@ class _Run:
     identity_blocks: list[str] = field(default_factory=list)  # those given an identity start
     frozen: list[int] = field(default_factory=list)  # layers frozen (--freeze mapped through the transfer)
     gates: dict = field(default_factory=dict)  # gates driven by the gate schedule (models/gates.py)
+    fade_start: dict = field(default_factory=dict)  # {block: gate} of blocks continuing an earlier run's fade
     recompute_anchors: str = ""  # why AutoAnchor computes the anchors whatever their fit ("": the usual check)
     channels_last: bool = False
     amp: bool = False
@@ -313,8 +320,9 @@ class _Run:
 
     @property
     def log_blocks(self) -> list[str]:
-        """Names of the new attention blocks, whose gates are logged every epoch."""
-        return [b.rstrip(".") for b in self.new_blocks]
+        """Names of the new attention blocks and of those continuing a fade, whose gates are logged every epoch."""
+        new = [b.rstrip(".") for b in self.new_blocks]
+        return new + [b for b in self.fade_start if b not in new]
 
 
 def train(hyp: dict | str | Path, opt: argparse.Namespace, device: torch.device) -> dict:
@@ -464,10 +472,13 @@ def _setup_model(run: _Run) -> None:
     if transfer is not None:
         run.new_blocks = [f"{x}." for x in transfer.new_blocks]
         run.identity_blocks = list(transfer.identity)
+        if not opt.no_identity_start:
+            run.fade_start = _unfinished_fades(ckpt, transfer, model, Path(weights).name)
     elif run.resume:
         run.new_blocks = list(ckpt.get("new_blocks") or [])
         run.identity_blocks = list(ckpt.get("identity_blocks") or [])
-    run.gates = faded_gates(model, run.identity_blocks)
+        run.fade_start = dict(ckpt.get("fade_start") or {})
+    run.gates = faded_gates(model, run.identity_blocks + [b for b in run.fade_start if b not in run.identity_blocks])
     run.frozen = _freeze_layers(opt.freeze)
     if transfer is not None and run.frozen:
         run.frozen = _map_frozen_layers(run.frozen, transfer.mapping, Path(weights).name, opt.cfg or "its config",
@@ -478,6 +489,28 @@ def _setup_model(run: _Run) -> None:
     run.gs = max(int(model.stride.max()), 32)
     run.imgsz = check_img_size(int(opt.imgsz), run.gs, floor=run.gs * 2)
     run.model = model
+
+
+def _unfinished_fades(ckpt: dict, transfer: TransferResult, model: nn.Module, source: str) -> dict[str, float]:
+    """``{block: gate}`` of the blocks of `model` that come with their weights from a checkpoint
+    whose run ended before their fade did (its ``fading_blocks``, renamed through the transfer's
+    layer pairing): their fade goes on from that gate to 1 instead of leaving them part-way."""
+    out: dict[str, float] = {}
+    for name in ckpt.get("fading_blocks") or []:
+        layer, _, rest = name.removeprefix("model.").partition(".")
+        target = transfer.mapping.get(int(layer)) if layer.isdigit() else None
+        block = f"model.{target}" + (f".{rest}" if rest else "") if target is not None else None
+        if block is None or block in transfer.new_blocks:
+            continue
+        try:
+            gate = model.get_submodule(block).gate
+        except AttributeError:
+            continue
+        out[block] = float(gate.detach().clamp(0, 1))
+    if out:
+        LOGGER.info(f"{', '.join(f'{b} (gate {g:.2f})' for b, g in out.items())} of {source} ended part-way through "
+                    "its fade: the fade continues from there (hyp gate_schedule)")
+    return out
 
 
 def _plan_anchors(run: _Run, model: nn.Module, n: int) -> str:
@@ -665,7 +698,7 @@ def _prepare_loop(run: _Run) -> None:
     m.hyp = run.hyp
     m.names = run.names
     run.compute_loss = ComputeLoss(run.model)
-    run.gate_schedule = make_gate_schedule(run.hyp_cfg, run.gates, run.nb)
+    run.gate_schedule = make_gate_schedule(run.hyp_cfg, run.gates, run.nb, start=run.fade_start)
     if run.gates:
         LOGGER.info(f"Gates of {', '.join(run.gates)}: {run.gate_schedule.describe()} (hyp gate_schedule)")
         if msg := run.gate_schedule.unfinished(run.epochs * run.nb):
@@ -846,6 +879,8 @@ def _save_checkpoints(run: _Run, epoch: int, row: dict, fi: float) -> None:
         "best_epoch": run.stopper.best_epoch,
         "new_blocks": run.new_blocks,
         "identity_blocks": run.identity_blocks,
+        "fade_start": run.fade_start,
+        "fading_blocks": run.gate_schedule.fading((epoch + 1) * run.nb),
         "frozen_layers": run.frozen,
         "optimizer": run.optimizer.state_dict(),
         "opt": _plain(vars(run.opt)),
@@ -962,7 +997,7 @@ RESUME_KEEPS = {"resume", "device", "workers", "project", "local_rank", "save_di
 
 def _warn_ignored_on_resume(opt: argparse.Namespace, saved: dict, last: Path) -> None:
     """One warning naming every option given with --resume that the resumed run will not use (it
-    continues with the options it was started with; only --device and --workers follow the command)."""
+    continues with the options it was started with; only --device and --workers, when given, follow the command)."""
     defaults = vars(parse_opt([]))
     ignored = [f"--{k.replace('_', '-')} {v} (the run has {saved.get(k)})" for k, v in vars(opt).items()
                if k in defaults and k not in RESUME_KEEPS and v != defaults[k] and v != saved.get(k)]
@@ -972,7 +1007,8 @@ def _warn_ignored_on_resume(opt: argparse.Namespace, saved: dict, last: Path) ->
 
 
 def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
-    """Replace `opt` by the options stored in the checkpoint to resume (keeping device/workers)."""
+    """Replace `opt` by the options stored in the checkpoint to resume (--device and --workers given
+    with --resume replace the run's: the machine may differ)."""
     last = Path(opt.resume) if isinstance(opt.resume, str) else latest_run(opt.project)
     if last is None:
         raise FileNotFoundError(f"--resume: no last.pt found under {opt.project}; pass the checkpoint's path")
@@ -988,8 +1024,10 @@ def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     new.resume, new.weights, new.cfg = True, str(last), ""
     new.hyp = ckpt.get("hyp") or saved.get("hyp")
     new.save_dir = str(last.parent.parent)
-    for k in ("device", "workers"):  # the machine may differ
-        setattr(new, k, getattr(opt, k))
+    defaults = vars(parse_opt([]))
+    for k in ("device", "workers"):  # the machine may differ: given with --resume, they replace the run's
+        if getattr(opt, k) != defaults[k]:
+            setattr(new, k, getattr(opt, k))
     return new
 
 

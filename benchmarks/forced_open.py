@@ -7,7 +7,9 @@ For each config ``yolov5n_<Block>.yaml`` (block before SPPF) and ``yolov5n_C3<Bl
 (in the C3 bottlenecks): transfer ../shared/weights/yolov5n.pt into it (identity start), then
 validate on coco128 at 320 px with every new block's gate forced to 1, once as the blocks are
 initialised (``raw``) and once after the calibration train.py does by default
-(``calibrated``: models.transfer.calibrate_new_blocks on 32 coco128 images). Also checks that
+(``calibrated``: models.transfer.calibrate_new_blocks on 32 coco128 images), and once after
+train.py's default start (``zero start + calibrated``: models.transfer.zero_start_new_blocks, which
+zeroes a block's last layers or gives it the residual form, then calibration). Also checks that
 calibration leaves the gate-0 model exactly the pretrained one (max |difference| of the outputs
 on the calibration batch). yolov5n.pt itself is the reference. Model weights are drawn with
 seed 0 per config. Writes benchmarks/results/forced_open.csv / .md; work file

@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     md = [f"Gate study: yolov5n.pt fine-tuned on coco128 at 320 px, batch 16, {epochs}, seed {opt.seed}, "
           f"hyp.scratch-low.yaml plus the candidate's gate hyperparameters ({cand_txt}). mean |gate| = mean over the "
           "new blocks of |gate| in the final (EMA) model (column mean abs gate): 0 = the identity the block starts "
-          "as, 1 = the paper's block (for a block in the residual form x + gate * a * f(x), gate * |a|, which "
-          "starts at 0 too). worst epoch vs baseline: the lowest of (mAP50-95 - the baseline run's) over "
+          "as, 1 = fully let in: the paper's block when it starts from the paper's initialisation, and with zero "
+          "start (candidate fade) what its zeroed layers or residual scale have learnt, the identity until they do). "
+          "worst epoch vs baseline: the lowest of (mAP50-95 - the baseline run's) over "
           "the epochs.",
           "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     md += ["| " + " | ".join(r.values()) + " |" for r in rows]

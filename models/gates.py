@@ -88,6 +88,11 @@ def gate_hyp(hyp: dict) -> dict:
     if z not in (0, 1):
         raise ValueError(f"hyp gate_zero_start={z!r} must be 1 (new blocks start as the identity at full gate) or 0")
     out["gate_zero_start"] = int(z)
+    if out["gate_zero_start"] and not out["gate_calibration_images"] and out["gate_schedule"] != "train":
+        raise ValueError("hyp gate_zero_start: 1 needs gate_calibration_images >= 1: a block with zeroed layers "
+                         "computes a constant multiple of its input (0.25 x for CBAM), which only calibration turns "
+                         "into x; set gate_calibration_images (default 32), or gate_zero_start: 0 for the papers' "
+                         "initialisation without calibration")
     return out
 
 
@@ -132,10 +137,18 @@ class GateSchedule:
     pass (before the optimizer step).
     """
 
-    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict) -> None:
+    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict,
+                 start: dict[str, float] | None = None) -> None:
         self.gates = gates
         self.nb = int(batches_per_epoch)
         self.hyp = gate_hyp(hyp)
+        # where each gate's fade starts: 0 for a new block, the gate reached by an earlier run
+        # whose fade ended part-way (train.py: fine-tuning on from its last.pt)
+        self.start = {b: float((start or {}).get(b, 0.0)) for b in gates}
+
+    def fading(self, batches_done: int) -> list[str]:
+        """The blocks whose gates are still to be opened by the schedule after `batches_done` batches."""
+        return []
 
     def before_batch(self, ni: int) -> None:
         """Set the gates for batch `ni` (nothing for ``train``)."""
@@ -160,20 +173,26 @@ class FadeIn(GateSchedule):
     gate lets them in. ``gate_warmup_epochs: 0`` opens the gates at the first batch.
     """
 
-    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict) -> None:
-        super().__init__(gates, batches_per_epoch, hyp)
+    def __init__(self, gates: dict[str, nn.Parameter], batches_per_epoch: int, hyp: dict,
+                 start: dict[str, float] | None = None) -> None:
+        super().__init__(gates, batches_per_epoch, hyp, start)
         k = float(self.hyp["gate_warmup_epochs"])
         self.n = max(round(k * self.nb), MIN_FADE_BATCHES) if k > 0 else 0
 
-    def value(self, ni: int) -> float:
-        """The gate at batch `ni` (0 at the first batch, 1 from batch n on)."""
-        return 1.0 if ni >= self.n else ni / self.n
+    def value(self, ni: int, block: str | None = None) -> float:
+        """The gate at batch `ni`: from its start (0 for a new block) at the first batch to 1 from batch n on."""
+        t = 1.0 if ni >= self.n else ni / self.n
+        s = self.start.get(block, 0.0) if block is not None else 0.0
+        return s + (1.0 - s) * t
+
+    def fading(self, batches_done: int) -> list[str]:
+        return list(self.gates) if batches_done < self.n else []
 
     def before_batch(self, ni: int) -> None:
         if ni <= self.n:  # afterwards the optimizer owns the gate
             with torch.no_grad():
-                for g in self.gates.values():
-                    g.fill_(self.value(ni))
+                for b, g in self.gates.items():
+                    g.fill_(self.value(ni, b))
 
     def after_backward(self, ni: int) -> None:
         if ni < self.n:
@@ -181,7 +200,9 @@ class FadeIn(GateSchedule):
                 g.grad = None
 
     def describe(self) -> str:
-        return (f"faded in from 0 to 1 over {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs), "
+        begun = [f"{b} from {s:.2f}" for b, s in self.start.items() if s]
+        frm = "0" + (f" ({', '.join(begun)}: continuing an earlier run's fade)" if begun else "")
+        return (f"faded in from {frm} to 1 over {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs), "
                 f"then trained (lr x{self.hyp['gate_lr_mult']:g})")
 
     def unfinished(self, total_batches: int) -> str | None:
@@ -190,15 +211,17 @@ class FadeIn(GateSchedule):
             return None
         return (f"the fade of the new blocks' gates lasts {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs) but "
                 f"training stops after {total_batches} ({total_batches / max(self.nb, 1):.3g} epochs): the blocks end "
-                f"part-way, gate {self.value(total_batches - 1):.2f}, a blend of the pretrained layer and the "
-                f"paper's block. Train for at least {math.ceil(self.n / max(self.nb, 1))} epochs or lower hyp "
-                f"gate_warmup_epochs (0 opens the gates at once; any value > 0 lasts at least "
-                f"{MIN_FADE_BATCHES} batches)")
+                f"part-way, gate {self.value(total_batches - 1):.2f}. Train for at least "
+                f"{math.ceil(self.n / max(self.nb, 1))} epochs, fine-tune on from this run's last.pt (--weights; "
+                f"the fade continues from where it ended), or lower hyp gate_warmup_epochs (0 opens the gates at "
+                f"once; any value > 0 lasts at least {MIN_FADE_BATCHES} batches)")
 
 
 GATE_SCHEDULES: dict[str, Callable[..., GateSchedule]] = {"fade": FadeIn, "train": GateSchedule}
 
 
-def make_gate_schedule(hyp: dict, gates: dict[str, nn.Parameter], batches_per_epoch: int) -> GateSchedule:
-    """The schedule named by ``hyp['gate_schedule']`` (default ``fade``) for `gates`."""
-    return GATE_SCHEDULES[gate_hyp(hyp)["gate_schedule"]](gates, batches_per_epoch, hyp)
+def make_gate_schedule(hyp: dict, gates: dict[str, nn.Parameter], batches_per_epoch: int,
+                       start: dict[str, float] | None = None) -> GateSchedule:
+    """The schedule named by ``hyp['gate_schedule']`` (default ``fade``) for `gates`; `start`: the
+    gates whose fade begins part-way (``{block: gate}``, others start at 0)."""
+    return GATE_SCHEDULES[gate_hyp(hyp)["gate_schedule"]](gates, batches_per_epoch, hyp, start)

@@ -257,6 +257,34 @@ def test_residual_form_is_trained_resumed_and_fine_tuned_on(synth, base_pt, tmp_
     assert "model.9.residual_scale" in sd and sd["model.9.residual_scale"].item() != a1.item()
 
 
+def test_fine_tuning_on_from_a_part_way_fade_continues_it(synth, base_pt, tmp_path):
+    """A 2-epoch run ends at gate 0.07 of a 100-batch fade (and warns). Fine-tuning on from its last.pt
+    (--weights) keeps the block's weights and fades the gate on from 0.07 to 1, instead of leaving it
+    at 0.07 as an ordinary parameter that hardly moves; resuming that run keeps the start."""
+    first, log = _finetune(synth, base_pt, tmp_path / "a", epochs=2)
+    assert "fine-tune on from this run's last.pt (--weights; the fade continues from where it ended)" in log
+    ck = load_checkpoint(first["last"])
+    assert ck["fading_blocks"] == ["model.9"] and ck["fade_start"] == {}
+    g0 = (ck.get("ema") or ck["model"])["state_dict"]["model.9.gate"].item()  # the weights a fine-tune takes
+    assert 0.05 < g0 <= 0.07  # the EMA lags the fade's 0.07
+    out, log = _finetune(synth, first["last"], tmp_path / "b", epochs=2, save_period=1)
+    assert "Identity start" not in log and "Zero start" not in log  # the block keeps what it learnt
+    assert f"model.9 (gate {g0:.2f}) of last.pt ended part-way through its fade: the fade continues from there" in log
+    assert f"faded in from 0 (model.9 from {g0:.2f}: continuing an earlier run's fade) to 1 over 100 batches" in log
+    ep0 = load_checkpoint(out["save_dir"] / "weights" / "epoch0.pt")
+    gate = ep0["model"]["state_dict"]["model.9.gate"].item()
+    assert gate == pytest.approx(g0 + (1 - g0) * 3 / 100, abs=1e-5)  # batch 3 of the new fade
+    assert ep0["fade_start"] == {"model.9": pytest.approx(g0)} and ep0["fading_blocks"] == ["model.9"]
+    assert list(_rows(out["save_dir"] / "results.csv")[0])[-1] == "gate/model.9"
+    stopped = tmp_path / "c" / "exp" / "weights"
+    stopped.mkdir(parents=True)
+    shutil.copy(out["save_dir"] / "weights" / "epoch0.pt", stopped / "last.pt")
+    res = train.run(resume=str(stopped / "last.pt"), device="cpu", workers=0)
+    resumed = load_checkpoint(res["last"])["model"]["state_dict"]["model.9.gate"].item()
+    uninterrupted = load_checkpoint(out["last"])["model"]["state_dict"]["model.9.gate"].item()
+    assert resumed == pytest.approx(uninterrupted, abs=1e-5) and resumed > gate  # as without the stop
+
+
 def test_no_identity_start_and_scratch_untouched(synth, base_pt, tmp_path):
     out, log = _finetune(synth, base_pt, tmp_path / "a", epochs=1, no_identity_start=True)
     assert "Gates of" not in log  # no schedule: the paper's block (gate 1), trained as any weight

@@ -282,6 +282,10 @@ def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, m
     assert ck["epoch"] == 0 and ck["new_blocks"] == ["model.9."]
     assert not (tmp_path / "exp" / "results.csv").exists()
     monkeypatch.setattr(train, "_append_csv", real)
+    # --workers / --device follow the command only when given: a bare --resume keeps the run's (not the default 8)
+    assert ck["opt"]["workers"] != 8 and train._prepare_resume(train.parse_opt(["--resume", str(last)])).workers == \
+        ck["opt"]["workers"]
+    assert train._prepare_resume(train.parse_opt(["--resume", str(last), "--workers", "3"])).workers == 3
     with LogLines() as log:  # options given with --resume are not used: said in one line, not silently
         res = train.run(resume=str(last), workers=0, device="cpu", epochs=5, label_smoothing=0.3)
     assert res["save_dir"] == tmp_path / "exp"

@@ -64,7 +64,7 @@ def test_residual_form_learns_its_scale_then_its_weights(cls_name):
     block.residual_scale.data.fill_(0.1)
     (block(x) * target).sum().backward()
     assert not weights or any(float(p.grad.abs().sum()) > 0 for p in weights if p.grad is not None)
-    assert block.opening() == pytest.approx(0.03)  # gate x |a|
+    assert block.opening() == pytest.approx(0.3)  # the gate, as for zeroed layers
 
 
 def test_residual_form_travels_in_the_state_dict():
@@ -134,6 +134,22 @@ def test_seven_cbams_in_c3_open_without_changing_the_network(weights_n):
             assert torch.equal(r.eval()(x)[0], ref), cfg
     with pytest.raises(KeyError, match="model.99"):
         zero_start_new_blocks(m, ["model.99"])
+
+
+def test_zero_start_without_calibration_is_refused():
+    """Zeroed layers leave f(x) = c * x (CBAM: 0.25 x): without calibration the "identity at every gate"
+    would be false, and C3CBAM forced open fell to mAP50-95 0.003. Refused in one line naming both keys."""
+    with pytest.raises(ValueError, match="gate_zero_start: 1 needs gate_calibration_images >= 1.*0.25 x for CBAM"):
+        gate_hyp({"gate_calibration_images": 0})
+    assert gate_hyp({"gate_calibration_images": 0, "gate_zero_start": 0})["gate_calibration_images"] == 0
+    assert gate_hyp({"gate_calibration_images": 0, "gate_schedule": "train"})["gate_zero_start"] == 1  # skipped there
+    torch.manual_seed(0)
+    block = CBAM(32).identity_start()
+    block.zero_start()
+    x = _features(32)
+    block.gate.data.fill_(1.0)
+    with torch.no_grad():
+        assert torch.allclose(block.eval()(x), 0.25 * x, atol=1e-6)  # why: the constant only calibration removes
 
 
 @pytest.mark.parametrize("bad", [2, -1, 0.5, "yes"])

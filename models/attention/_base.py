@@ -145,7 +145,9 @@ class AttentionBlock(nn.Module):
         arXiv:2003.04887, which starts this scalar at 0). That is how SK, CoT, MHSA and
         ShuffleAttention sit in their papers, inside a residual bottleneck; ``a`` gets the gradient
         ``gate * <dL/dout, f(x)>``, which is not 0. The form travels in the state dict (the
-        ``residual_scale`` entry). Returns True (every block gets one of the two).
+        ``residual_scale`` entry). As for zeroed layers, :meth:`opening` stays the gate: how far the schedule
+        has let the block in, which after a zero start is what the block has learnt, not the paper's block.
+        Returns True (every block gets one of the two).
         """
         if not self.zero_layers:
             self.residual_scale = nn.Parameter(torch.zeros(1, dtype=self.gate.dtype, device=self.gate.device))
@@ -204,8 +206,6 @@ class AttentionBlock(nn.Module):
         init (scale 0, gate 1) and for identity start (scale 1, gate 0); those scales are
         trained without a bound, so the value can pass 1.
         """
-        if self.residual_scale is not None:  # residual form (zero_start): 0 until the scale moves
-            return float((self.gate.detach().float() * self.residual_scale.detach().float().abs()).mean())
         return float(self.gate.detach().float().mean())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
