@@ -313,21 +313,51 @@ def measure_cost(cfg: str, imgsz: int, threads: int, runs: int, nc: int | None =
 def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, label: str | None = None) -> dict:
     """One short training run in `save_root`/<label>_seed<seed> (`label`: the config's row name from
     :func:`row_names`, '/' read as '_'; default its stem); returns the final metrics and the path of
-    its results.csv, wall time (``train_s``) and CPU time (``cpu_s``: this process and its data
-    workers)."""
+    its results.csv, wall time (``train_s``, all epochs) and CPU time (``cpu_s``: this process and its
+    data workers; for a run resumed after an interruption only the part after it, see ``resumed_at``).
+
+    A run that was interrupted (its last.pt unfinished, started by this function with the same
+    settings, as recorded in the run folder's compare_run.json) is resumed with train.py --resume
+    instead of being trained again from the start."""
     import train
     from utils.device import cpu_seconds
 
     name = f"{(label or Path(cfg).stem).replace('/', '_')}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
+    run_dir = save_root / name
+    plan = {"cfg": str(cfg), "seed": seed, **{k: getattr(opt, k, None) for k in (*TRAIN_KEYS, "no_identity_start", "noval")}}
+    last, marker = run_dir / "weights" / "last.pt", run_dir / "compare_run.json"
+    resumed_at = _interrupted_at(last, marker, plan)
     cpu0 = cpu_seconds()
-    out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
-                    batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
-                    project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
-                    no_identity_start=opt.no_identity_start, noval=bool(getattr(opt, "noval", False)))
+    if resumed_at is not None:
+        LOGGER.info(f"{name}: resuming the interrupted run at epoch {resumed_at} ({last})")
+        out = train.run(resume=str(last), device=opt.device, workers=opt.workers)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(plan, sort_keys=True, default=str))
+        out = train.run(weights=opt.weights or "", cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
+                        batch_size=opt.batch_size, imgsz=opt.imgsz, seed=seed, workers=opt.workers,
+                        project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
+                        no_identity_start=opt.no_identity_start, noval=bool(getattr(opt, "noval", False)))
     save_dir = Path(out["save_dir"])
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
             "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
-            "cpu_s": round(cpu_seconds() - cpu0, 1), "gate": mean_gate(save_dir / "weights" / "last.pt")}
+            "cpu_s": round(cpu_seconds() - cpu0, 1), "gate": mean_gate(save_dir / "weights" / "last.pt"),
+            **({"resumed_at": resumed_at} if resumed_at is not None else {})}
+
+
+def _interrupted_at(last: Path, marker: Path, plan: dict) -> int | None:
+    """The epoch to resume at when `last` is an unfinished checkpoint of a run started with `plan`
+    (as `marker` records), else None (no such run, finished, or other settings: train afresh)."""
+    try:
+        if json.loads(marker.read_text()) != json.loads(json.dumps(plan, sort_keys=True, default=str)):
+            return None
+        from models.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(last)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    epoch, epochs = int(ck.get("epoch", -1)) + 1, int((ck.get("opt") or {}).get("epochs", 0))
+    return epoch if ck.get("optimizer") is not None and 0 < epoch < epochs else None
 
 
 def evaluate(weights: str | Path, opt: argparse.Namespace, save_dir: Path) -> dict:

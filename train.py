@@ -607,6 +607,7 @@ def _build_optimizer(run: _Run) -> None:
         if run.start_epoch >= run.epochs:
             raise TrainingError(f"{run.weights} already trained {run.epochs} epochs, nothing to resume")
         run.last_opt_step = int(ckpt.get("last_opt_step", -1))
+        run.train_total = float(ckpt.get("train_time") or 0.0)  # the epochs before the interruption count too
 
 
 def _build_data(run: _Run) -> None:
@@ -871,6 +872,7 @@ def _save_checkpoints(run: _Run, epoch: int, row: dict, fi: float) -> None:
     """last.pt, best.pt when `fi` is the best fitness so far, epoch<N>.pt every --save-period epochs."""
     ckpt_out = {
         "epoch": epoch,
+        "train_time": run.train_total,
         "best_fitness": run.best_fitness,
         "model": model_record(run.model),
         "ema": model_record(run.ema.ema),

@@ -15,8 +15,9 @@ images and gives each difference from the baseline with a 95% paired-bootstrap i
 images and seeds (utils/stats.py). NEU-DET is 1440 train / 360 val images of 200x200 px.
 
 Resumable: runs finished before (runs/study/<name>/runs.jsonl) are skipped, so the study can be
-run piece by piece (``--seeds 1`` first, then ``--seeds 3``); results are rewritten after every
-invocation. ``--skip ROW ...`` leaves rows out of one invocation (their runs stay pending), e.g.
+run piece by piece (``--seeds 1`` first, then ``--seeds 3``), and a run killed mid-training resumes
+from its last.pt (compare.train_once); results are rewritten after every invocation.
+``--skip ROW ...`` leaves rows out of one invocation (their runs stay pending), e.g.
 ``--skip C3CBAM`` while the C3 rows wait. Writes benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and
 neu_det_study_curves.png; ``--out`` writes elsewhere.
 """
@@ -98,12 +99,15 @@ def time_note(runs: list[dict]) -> str:
     records (``train_s``, ``cpu_s``); runs recorded before CPU time was kept are counted apart."""
     wall = sum(float(r.get("train_s") or 0) for r in runs)
     timed = [float(r["cpu_s"]) for r in runs if r.get("cpu_s") is not None]
+    resumed = sum(r.get("resumed_at") is not None for r in runs)
+    part = (f" ({resumed} run(s) resumed after an interruption: their CPU time counts only the part after it)"
+            if resumed else "")
     text = f"{len(runs)} training run{'s' * (len(runs) != 1)} took {wall / 3600:.2f} h of wall time"
     if len(timed) == len(runs) and runs:
-        return text + f" and {sum(timed) / 3600:.2f} h of CPU time in all"
+        return text + f" and {sum(timed) / 3600:.2f} h of CPU time in all" + part
     if timed:
         return text + (f" in all; CPU time {sum(timed) / 3600:.2f} h for the {len(timed)} run(s) that recorded it "
-                       f"(the other {len(runs) - len(timed)} ran before it was kept)")
+                       f"(the other {len(runs) - len(timed)} ran before it was kept)") + part
     return text + " in all (CPU time not recorded)"
 
 

@@ -149,6 +149,34 @@ def test_interrupted_run_resumes_where_it_stopped(synth, tmp_path, monkeypatch):
     assert calls == []  # the records written after the torn line are readable
 
 
+def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(synth, tmp_path, monkeypatch):
+    """A session that ends during a training run loses only the epoch in progress: the next call of
+    train_once with the same settings resumes the run's last.pt; other settings train afresh."""
+    import argparse
+
+    import train
+
+    opt = argparse.Namespace(data=str(synth), weights="", imgsz=64, epochs=3, batch_size=4, hyp=None, workers=0,
+                             device="cpu", no_identity_start=False, noval=False, name="exp")
+    real = train._append_csv
+    monkeypatch.setattr(train, "_append_csv", lambda path, row: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed right after epoch 0's checkpoint
+        compare.train_once("yolov5n.yaml", 0, opt, tmp_path)
+    monkeypatch.setattr(train, "_append_csv", real)
+    run = tmp_path / "yolov5n_seed0"
+    assert json.loads((run / "compare_run.json").read_text())["epochs"] == 3
+    with LogLines() as log:
+        res = compare.train_once("yolov5n.yaml", 0, opt, tmp_path)
+    assert "yolov5n_seed0: resuming the interrupted run at epoch 1" in "\n".join(log.lines)
+    assert res["resumed_at"] == 1 and res["train_s"] > 0
+    with open(res["results_csv"], newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    again = compare.train_once("yolov5n.yaml", 0, argparse.Namespace(**{**vars(opt), "epochs": 1}), tmp_path)
+    assert "resumed_at" not in again  # a finished run, and other settings: trained afresh
+    with open(again["results_csv"], newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]
+
+
 def test_changed_settings_or_config_are_measured_again(synth, tmp_path, monkeypatch):
     n = {"cost": 0}
 

@@ -58,3 +58,5 @@ def test_time_note_sums_wall_and_cpu_time_and_names_runs_without_it():
                                               "the 1 run(s) that recorded it (the other 1 ran before it was kept)")
     assert neu_det_study.time_note([{"train_s": 36}]) == ("1 training run took 0.01 h of wall time in all "
                                                          "(CPU time not recorded)")
+    assert neu_det_study.time_note(runs[:1] + [{"train_s": 1800, "cpu_s": 600, "resumed_at": 12}]).endswith(
+        "1.67 h of CPU time in all (1 run(s) resumed after an interruption: their CPU time counts only the part after it)")
