@@ -472,8 +472,7 @@ def _setup_model(run: _Run) -> None:
     if transfer is not None:
         run.new_blocks = [f"{x}." for x in transfer.new_blocks]
         run.identity_blocks = list(transfer.identity)
-        if not opt.no_identity_start:
-            run.fade_start = _unfinished_fades(ckpt, transfer, model, Path(weights).name)
+        run.fade_start = _unfinished_fades(run, ckpt, transfer, model)
     elif run.resume:
         run.new_blocks = list(ckpt.get("new_blocks") or [])
         run.identity_blocks = list(ckpt.get("identity_blocks") or [])
@@ -491,11 +490,12 @@ def _setup_model(run: _Run) -> None:
     run.model = model
 
 
-def _unfinished_fades(ckpt: dict, transfer: TransferResult, model: nn.Module, source: str) -> dict[str, float]:
+def _unfinished_fades(run: _Run, ckpt: dict, transfer: TransferResult, model: nn.Module) -> dict[str, float]:
     """``{block: gate}`` of the blocks of `model` that come with their weights from a checkpoint
     whose run ended before their fade did (its ``fading_blocks``, renamed through the transfer's
-    layer pairing): their fade goes on from that gate to 1 instead of leaving them part-way."""
-    out: dict[str, float] = {}
+    layer pairing): their fade goes on from that gate to 1 instead of leaving them part-way. Under
+    --no-identity-start or hyp ``gate_schedule: train`` they stay where they are, with a warning."""
+    found: dict[str, float] = {}
     for name in ckpt.get("fading_blocks") or []:
         layer, _, rest = name.removeprefix("model.").partition(".")
         target = transfer.mapping.get(int(layer)) if layer.isdigit() else None
@@ -506,11 +506,19 @@ def _unfinished_fades(ckpt: dict, transfer: TransferResult, model: nn.Module, so
             gate = model.get_submodule(block).gate
         except AttributeError:
             continue
-        out[block] = float(gate.detach().clamp(0, 1))
-    if out:
-        LOGGER.info(f"{', '.join(f'{b} (gate {g:.2f})' for b, g in out.items())} of {source} ended part-way through "
-                    "its fade: the fade continues from there (hyp gate_schedule)")
-    return out
+        found[block] = float(gate.detach().clamp(0, 1))
+    if not found:
+        return {}
+    which = f"{', '.join(f'{b} (gate {g:.2f})' for b, g in found.items())} of {Path(run.weights).name}"
+    why = ("--no-identity-start" if run.opt.no_identity_start
+           else "hyp gate_schedule: train" if run.hyp_cfg["gate_schedule"] == "train" else None)
+    if why:
+        LOGGER.warning(f"WARNING {which} ended part-way through its fade; with {why} it stays there and is trained "
+                       f"by the optimizer (which hardly moves a gate); drop {why.removeprefix('hyp ')} to continue the "
+                       "fade to 1")
+        return {}
+    LOGGER.info(f"{which} ended part-way through its fade: the fade continues from there (hyp gate_schedule)")
+    return found
 
 
 def _plan_anchors(run: _Run, model: nn.Module, n: int) -> str:
@@ -649,6 +657,12 @@ def _zero_start_blocks(run: _Run) -> None:
                     "trained gate never moves); the new blocks keep their paper initialisation")
         return
     model = de_parallel(run.model)
+    needs_scale = [b for b in run.identity_blocks if getattr(model.get_submodule(b), "zero_layers", ())]
+    if needs_scale and not run.hyp_cfg["gate_calibration_images"]:
+        raise ValueError(f"{run.hyp_source}: hyp gate_zero_start: 1 needs gate_calibration_images >= 1 for "
+                         f"{', '.join(needs_scale)}: a block with zeroed layers computes a constant multiple of its "
+                         "input (0.25 x for CBAM), which only calibration turns into x; set gate_calibration_images "
+                         "(default 32), or gate_zero_start: 0 for the papers' initialisation without calibration")
     zeroed = zero_start_new_blocks(model, run.identity_blocks)
     residual = [b for b in zeroed if model.get_submodule(b).residual_scale is not None]
     form = f" ({len(residual)} in the residual form x + gate * a * f(x), a = 0: {', '.join(residual)})" if residual else ""
@@ -954,12 +968,14 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--cache", type=str, nargs="?", const="ram", default=None, help="cache images in ram or disk")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--device", default=None,
+                   help="cuda device, i.e. 0 or 0,1,2,3 or cpu (default: the best available; with --resume the run's)")
     p.add_argument("--multi-scale", action="store_true", help="vary image size +/- 50%%")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP (CUDA only)")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per process under DDP)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="max dataloader workers per process (default 8; with --resume the run's)")
     p.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
@@ -1026,18 +1042,29 @@ def _prepare_resume(opt: argparse.Namespace) -> argparse.Namespace:
     new.resume, new.weights, new.cfg = True, str(last), ""
     new.hyp = ckpt.get("hyp") or saved.get("hyp")
     new.save_dir = str(last.parent.parent)
-    defaults = vars(parse_opt([]))
     for k in ("device", "workers"):  # the machine may differ: given with --resume, they replace the run's
-        if getattr(opt, k) != defaults[k]:
+        if getattr(opt, k) is not None:
             setattr(new, k, getattr(opt, k))
     return new
+
+
+MACHINE_DEFAULTS = {"device": "", "workers": 8}  # --device / --workers when neither given nor resumed
+
+
+def _fill_machine_defaults(opt: argparse.Namespace) -> None:
+    """--device and --workers default to None so that --resume can tell given from not given; fill them."""
+    for k, v in MACHINE_DEFAULTS.items():
+        if getattr(opt, k, None) is None:
+            setattr(opt, k, v)
 
 
 def main(opt: argparse.Namespace) -> dict:
     set_logging(rank=RANK)
     if opt.resume:
         opt = _prepare_resume(opt)
+        _fill_machine_defaults(opt)  # a run saved by code without them
     else:
+        _fill_machine_defaults(opt)
         if not opt.weights and not opt.cfg:
             raise ValueError("either --weights or --cfg must be given")
         if isinstance(opt.cfg, (str, Path)) and opt.cfg:

@@ -88,11 +88,6 @@ def gate_hyp(hyp: dict) -> dict:
     if z not in (0, 1):
         raise ValueError(f"hyp gate_zero_start={z!r} must be 1 (new blocks start as the identity at full gate) or 0")
     out["gate_zero_start"] = int(z)
-    if out["gate_zero_start"] and not out["gate_calibration_images"] and out["gate_schedule"] != "train":
-        raise ValueError("hyp gate_zero_start: 1 needs gate_calibration_images >= 1: a block with zeroed layers "
-                         "computes a constant multiple of its input (0.25 x for CBAM), which only calibration turns "
-                         "into x; set gate_calibration_images (default 32), or gate_zero_start: 0 for the papers' "
-                         "initialisation without calibration")
     return out
 
 
@@ -157,7 +152,7 @@ class GateSchedule:
         """Adjust the gates' gradients of batch `ni` (nothing for ``train``)."""
 
     def describe(self) -> str:
-        return f"trained by the optimizer from 0 (lr x{self.hyp['gate_lr_mult']:g})"
+        return f"trained by the optimizer from their values (lr x{self.hyp['gate_lr_mult']:g})"
 
     def unfinished(self, total_batches: int) -> str | None:
         """A warning when the schedule cannot finish in `total_batches` (never for ``train``)."""
@@ -209,9 +204,11 @@ class FadeIn(GateSchedule):
         """A warning when training stops (after `total_batches`) before the fade ends, else None."""
         if total_batches >= self.n:
             return None
-        return (f"the fade of the new blocks' gates lasts {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs) but "
+        ends = sorted({round(self.value(total_batches - 1, b), 2) for b in self.gates} or {self.value(total_batches - 1)})
+        gate = f"gate {ends[0]:.2f}" if len(ends) == 1 else f"gates {ends[0]:.2f}-{ends[-1]:.2f}"
+        return (f"the fade of the blocks' gates lasts {self.n} batches ({self.n / max(self.nb, 1):.3g} epochs) but "
                 f"training stops after {total_batches} ({total_batches / max(self.nb, 1):.3g} epochs): the blocks end "
-                f"part-way, gate {self.value(total_batches - 1):.2f}. Train for at least "
+                f"part-way, {gate}. Train for at least "
                 f"{math.ceil(self.n / max(self.nb, 1))} epochs, fine-tune on from this run's last.pt (--weights; "
                 f"the fade continues from where it ended), or lower hyp gate_warmup_epochs (0 opens the gates at "
                 f"once; any value > 0 lasts at least {MIN_FADE_BATCHES} batches)")

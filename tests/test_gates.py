@@ -190,7 +190,7 @@ def test_default_fine_tune_opens_the_gate_and_trains_the_block(synth, base_pt, t
     assert "Zero start for 1 of 1 new block(s) (hyp gate_zero_start)" in log
     assert "Calibrated 1 new block(s) on 8 training images (hyp gate_calibration_images)" in log  # min(32, 8)
     assert "Gates of model.9: faded in from 0 to 1 over 100 batches (25 epochs)" in log  # 4 batches per epoch
-    assert ("the fade of the new blocks' gates lasts 100 batches (25 epochs) but training stops after 8 (2 epochs): "
+    assert ("the fade of the blocks' gates lasts 100 batches (25 epochs) but training stops after 8 (2 epochs): "
             "the blocks end part-way, gate 0.07") in log
     assert "Train for at least 25 epochs" in log
     ep1 = load_checkpoint(out["save_dir"] / "weights" / "epoch1.pt")
@@ -271,6 +271,12 @@ def test_fine_tuning_on_from_a_part_way_fade_continues_it(synth, base_pt, tmp_pa
     assert "Identity start" not in log and "Zero start" not in log  # the block keeps what it learnt
     assert f"model.9 (gate {g0:.2f}) of last.pt ended part-way through its fade: the fade continues from there" in log
     assert f"faded in from 0 (model.9 from {g0:.2f}: continuing an earlier run's fade) to 1 over 100 batches" in log
+    assert f"the blocks end part-way, gate {g0 + (1 - g0) * 7 / 100:.2f}." in log  # from where this fade began
+    for extra, why in (({"no_identity_start": True}, "--no-identity-start"),
+                       ({"hyp": {**load_hyp(None), "gate_schedule": "train"}}, "hyp gate_schedule: train")):
+        _, lg = _finetune(synth, first["last"], tmp_path / why.replace(" ", "_"), epochs=1, noval=True, **extra)
+        assert (f"model.9 (gate {g0:.2f}) of last.pt ended part-way through its fade; with {why} it stays there" in lg
+                and "the fade continues" not in lg), why
     ep0 = load_checkpoint(out["save_dir"] / "weights" / "epoch0.pt")
     gate = ep0["model"]["state_dict"]["model.9.gate"].item()
     assert gate == pytest.approx(g0 + (1 - g0) * 3 / 100, abs=1e-5)  # batch 3 of the new fade

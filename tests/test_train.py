@@ -286,6 +286,7 @@ def test_resume_after_interrupt_between_checkpoint_and_log(tiny_run, tmp_path, m
     assert ck["opt"]["workers"] != 8 and train._prepare_resume(train.parse_opt(["--resume", str(last)])).workers == \
         ck["opt"]["workers"]
     assert train._prepare_resume(train.parse_opt(["--resume", str(last), "--workers", "3"])).workers == 3
+    assert train._prepare_resume(train.parse_opt(["--resume", str(last), "--workers", "8"])).workers == 8  # given
     with LogLines() as log:  # options given with --resume are not used: said in one line, not silently
         res = train.run(resume=str(last), workers=0, device="cpu", epochs=5, label_smoothing=0.3)
     assert res["save_dir"] == tmp_path / "exp"

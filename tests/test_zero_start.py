@@ -136,13 +136,16 @@ def test_seven_cbams_in_c3_open_without_changing_the_network(weights_n):
         zero_start_new_blocks(m, ["model.99"])
 
 
-def test_zero_start_without_calibration_is_refused():
+def test_zero_start_without_calibration_is_refused(tmp_path):
     """Zeroed layers leave f(x) = c * x (CBAM: 0.25 x): without calibration the "identity at every gate"
-    would be false, and C3CBAM forced open fell to mAP50-95 0.003. Refused in one line naming both keys."""
-    with pytest.raises(ValueError, match="gate_zero_start: 1 needs gate_calibration_images >= 1.*0.25 x for CBAM"):
-        gate_hyp({"gate_calibration_images": 0})
-    assert gate_hyp({"gate_calibration_images": 0, "gate_zero_start": 0})["gate_calibration_images"] == 0
-    assert gate_hyp({"gate_calibration_images": 0, "gate_schedule": "train"})["gate_zero_start"] == 1  # skipped there
+    would be false (C3CBAM forced open fell to mAP50-95 0.003). train.py refuses it in one line naming the
+    keys and blocks, only where a block would be zeroed: residual-form blocks and runs without new blocks
+    train without calibration."""
+    import train
+    from data.synthetic import make_synthetic
+    from models.checkpoint import model_record, save_checkpoint
+    from utils.data.dataset import load_hyp
+
     torch.manual_seed(0)
     block = CBAM(32).identity_start()
     block.zero_start()
@@ -150,6 +153,16 @@ def test_zero_start_without_calibration_is_refused():
     block.gate.data.fill_(1.0)
     with torch.no_grad():
         assert torch.allclose(block.eval()(x), 0.25 * x, atol=1e-6)  # why: the constant only calibration removes
+    assert gate_hyp({"gate_calibration_images": 0})["gate_zero_start"] == 1  # the hyp alone is fine
+    data = make_synthetic(tmp_path / "d", n_train=4, n_val=2, imgsz=64, seed=0)
+    base = tmp_path / "base.pt"
+    save_checkpoint({"model": model_record(DetectionModel("yolov5n.yaml", nc=3)), "epoch": -1}, base)
+    kw = dict(data=str(data), weights=str(base), imgsz=64, batch_size=2, epochs=1, workers=0, device="cpu",
+              noplots=True, noautoanchor=True, noval=True, hyp={**load_hyp(None), "gate_calibration_images": 0})
+    with pytest.raises(ValueError, match="gate_zero_start: 1 needs gate_calibration_images >= 1 for model.9: .*0.25 x"):
+        train.run(cfg="yolov5n_CBAM.yaml", project=str(tmp_path / "a"), **kw)
+    out = train.run(cfg="yolov5n_SimAM.yaml", project=str(tmp_path / "b"), **kw)  # residual form: no scale needed
+    assert out["last"].is_file()
 
 
 @pytest.mark.parametrize("bad", [2, -1, 0.5, "yes"])
