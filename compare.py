@@ -348,16 +348,16 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
 def _interrupted_at(last: Path, marker: Path, plan: dict) -> int | None:
     """The epoch to resume at when `last` is an unfinished checkpoint of a run started with `plan`
     (as `marker` records), else None (no such run, finished, or other settings: train afresh)."""
+    from models.checkpoint import check_resumable, load_checkpoint
+
     try:
         if json.loads(marker.read_text()) != json.loads(json.dumps(plan, sort_keys=True, default=str)):
             return None
-        from models.checkpoint import load_checkpoint
-
         ck = load_checkpoint(last)
+        check_resumable(ck, last, int((ck.get("opt") or {}).get("epochs", 0)))  # CheckpointError: finished
     except (OSError, ValueError, RuntimeError):
         return None
-    epoch, epochs = int(ck.get("epoch", -1)) + 1, int((ck.get("opt") or {}).get("epochs", 0))
-    return epoch if ck.get("optimizer") is not None and 0 < epoch < epochs else None
+    return int(ck.get("epoch", -1)) + 1
 
 
 def evaluate(weights: str | Path, opt: argparse.Namespace, save_dir: Path) -> dict:
