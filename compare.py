@@ -15,8 +15,8 @@ Every config is trained with the same hyperparameters, epochs, batch size and se
 first config is the baseline. Each run is judged on its final weights (last.pt), evaluated on
 the val split with val.py's settings, never on best.pt (picked on those same val images, it
 flatters the noisier run). The difference from the baseline in mAP50 and mAP50-95 comes with
-a 95% confidence interval from a paired bootstrap over the val images (and over seeds, with
-several), and a verdict from the interval alone: better, worse or no detectable difference
+a 95% confidence interval from a paired bootstrap over the val images (plus the training seed's
+spread, pooled over the rows with several seeds), and a verdict from the interval alone: better, worse or no detectable difference
 (with the smallest difference the comparison could have detected); see utils/stats.py.
 A val split that shares images with the train split is warned about (coco128: 128 of 128).
 
@@ -648,7 +648,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         used = sorted({str(cost[c].get("precision", "FP32")) for c in cfgs})
         note += f" --half: CPU latency at {', '.join(used)}."
     if acc:
-        note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control)
+        note += accuracy_note(acc, data, weights, epochs, batch_size, seeds, bootstrap, control, diffs)
     note += _preprocessing_note(cfgs, cost, names) if evaluate_files else ""
     note += _control_mismatch_note(cfgs, cost, names) if control else ""
     note += _missing_note(missing, report)
@@ -906,7 +906,7 @@ def differences(cfgs: list[str], acc: dict[str, list[dict]], n_boot: int = 1000,
 
 
 def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | None, epochs: int, batch_size: int,
-                  seeds: int, n_boot: int, control: bool) -> str:
+                  seeds: int, n_boot: int, control: bool, diffs: dict | None = None) -> str:
     """The results.md note on what the accuracy columns are."""
     n_img = next((r.get("images") for runs in acc.values() for r in runs if r.get("images")), None)
     split = f"the val split of {Path(data).name}" + (f" ({n_img} images)" if n_img else "")
@@ -917,8 +917,7 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
     else:
         what = f" Accuracy: each model file evaluated on {split} with val.py's settings."
     what += (f" Δ = config − baseline (first row), with a 95% interval from a paired bootstrap over the val images "
-             f"({n_boot} resamples" + (", seeds resampled too" if epochs > 0 and seeds > 1 else "") + "; "
-             "utils/stats.py). verdict (mAP50-95) and verdict mAP50: better / worse when the interval excludes 0, "
+             f"({n_boot} resamples; utils/stats.py){seed_term_note(diffs or {}, epochs > 0)}. verdict (mAP50-95) and verdict mAP50: better / worse when the interval excludes 0, "
              "else no detectable difference (± the smallest difference this comparison detects with 80% "
              "probability).")
     if any(r.get("gate") is not None for runs in acc.values() for r in runs):
@@ -930,6 +929,22 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
         what += (" control rows (…_control): every attention block replaced by a plain residual 1x1-conv bottleneck "
                  "of about the same parameters, faded in the same way (models/attention/control.py).")
     return what
+
+
+def seed_term_note(diffs: dict[str, dict], trained: bool) -> str:
+    """What the intervals hold besides the choice of val images: the pooled training-seed term
+    (utils/stats.py), or a line saying that the seed is not in them."""
+    d = next((v["mAP50-95"] for v in diffs.values()), None)
+    if d is None:
+        return ""
+    if d.seed_df:
+        return (f", plus the training seed's spread: its sd pooled over every row with 2 or more seeds "
+                f"(mAP50-95 sd {d.seed_sd:.3f}, {d.seed_df} df, Student t), so that a row with fewer seeds is not "
+                "judged on one seed's luck")
+    if trained:
+        return (", and nothing for the training seed: with one seed per row the interval covers the val images only, "
+                "so a verdict is about these trained weights, not the configs (train --seeds 2 or more)")
+    return ", the val images only: a verdict is about these model files"
 
 
 BUSY_LOAD = 1.0  # 1-min load average before a cost measurement above which its latency is called inflated

@@ -12,7 +12,7 @@ about its parameters, models/attention/control.py); ``--full`` adds SE, ECA and 
 the control of C3CBAM. Every run is fine-tuned from the official weights with the same settings and
 seeds through compare.py, which judges each run's final weights (last.pt) on the 360 held-out val
 images and gives each difference from the baseline with a 95% paired-bootstrap interval over val
-images and seeds (utils/stats.py). NEU-DET is 1440 train / 360 val images of 200x200 px.
+images plus the pooled training-seed spread (utils/stats.py). NEU-DET is 1440 train / 360 val images of 200x200 px.
 
 Resumable: runs finished before (runs/study/<name>/runs.jsonl) are skipped, so the study can be
 run piece by piece (``--seeds 1`` first, then ``--seeds 3``), and a run killed mid-training resumes

@@ -221,6 +221,19 @@ def test_difference_columns_come_from_the_intervals():
     assert not np.isnan(float(rows[2]["Δ mAP50 95% CI"].split()[0]))
 
 
+def test_the_note_says_whether_the_training_seed_is_in_the_intervals():
+    from utils.stats import Difference
+
+    def diffs(sd, df):
+        return {"b": {m: Difference(m, 0.0, -0.01, 0.01, 0.005, 0.014, seed_sd=sd, seed_df=df) for m in ("mAP50", "mAP50-95")}}
+
+    pooled = compare.seed_term_note(diffs(0.0243, 3), trained=True)
+    assert "sd 0.024, 3 df" in pooled and "pooled" in pooled
+    assert "val images only" in compare.seed_term_note(diffs(0.0, 0), trained=True)  # one seed per row
+    assert "these model files" in compare.seed_term_note(diffs(0.0, 0), trained=False)  # checkpoints compared
+    assert compare.seed_term_note({}, trained=True) == ""
+
+
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert compare.main(["--cfg", "models/nothing_*.yaml"]) == 2

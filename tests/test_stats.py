@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from utils.metrics import summarize
-from utils.stats import Difference, MatchStats, compare, image_resamples, mean_map, resampled_maps
+from utils.stats import Difference, MatchStats, compare, image_resamples, mean_map, resampled_maps, seed_spread
 
 IOU = np.linspace(0.5, 0.95, 10)
 
@@ -142,3 +142,36 @@ def test_a_verdict_whose_interval_rounds_to_zero_says_so():
     d = Difference("mAP50-95", 0.01, 0.0004, 0.02, 0.005, 0.014)
     assert d.interval() == "[+0.000, +0.020]" and d.describe_rounded() == "better (interval edge +4.0e-04)"
     assert Difference("mAP50", -0.01, -0.02, -0.004, 0.004, 0.011).describe_rounded() == "worse"
+
+
+def _seed_noise_draw(rng: np.random.Generator, n_models: int, sd: float = 0.15) -> list[MatchStats]:
+    """`n_models` training runs of one config on one val set of 80 images: each run's recall is
+    0.75 plus its own seed luck (normal, `sd`), which here outweighs the choice of images."""
+    recalls = tuple(float(np.clip(0.75 + sd * rng.standard_normal(), 0.3, 0.97)) for _ in range(n_models))
+    return [MatchStats.from_val(r) for r in simulated_images(rng, 80, recalls, n_cls=1)]
+
+
+def test_a_single_seed_beside_a_multi_seed_baseline_is_not_called_different_by_its_seed_luck():
+    """A config with one seed, drawn from the same distribution as a 3-seed baseline: its seed luck is
+    not in its own runs, so the interval borrows the baseline's seed spread (pooled sd, t with 2 df).
+    Called better in at most 5% of 200 draws, and worse in at most 5% (measured: 2 and 3). Taking the
+    single seed as it is, with only the baseline's seeds resampled (the rule before), called 20 of the
+    200 better and 18 worse."""
+    rng = np.random.default_rng(11)
+    calls = {"better": 0, "worse": 0}
+    for k in range(200):
+        runs = _seed_noise_draw(rng, 4)
+        d = compare(runs[:3], runs[3:], n_boot=200, seed=k)["mAP50-95"]
+        assert d.seed_df == 2 and d.seed_sd > 0
+        calls[d.verdict] = calls.get(d.verdict, 0) + 1
+    assert calls["better"] <= 10 and calls["worse"] <= 10, calls
+
+
+def test_seed_spread_is_pooled_over_every_model_with_two_seeds_or_more():
+    full = [np.array([[0.5, 0.3], [0.6, 0.4], [0.7, 0.5]]), np.array([[0.4, 0.2]]), np.array([[0.1, 0.1], [0.3, 0.1]])]
+    sd, df = seed_spread(full)
+    assert df == 3  # 2 + 0 + 1
+    np.testing.assert_allclose(sd, np.sqrt([(0.01 + 0 + 0.01 + 0.02) / 3, (0.01 + 0 + 0.01 + 0) / 3]))
+    assert seed_spread([np.array([[0.5, 0.3]])] * 2)[1] == 0  # one seed each: the interval is images only
+    one = compare(*(lambda r: ([r[0]], [r[1]]))(_seed_noise_draw(np.random.default_rng(2), 2)), n_boot=100)
+    assert one["mAP50"].seed_df == 0 and one["mAP50"].seed_sd == 0.0

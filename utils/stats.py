@@ -9,11 +9,17 @@ This is the bootstrap the PASCAL VOC challenge used to rank methods (M. Everingh
 Eslami, L. Van Gool, C. K. I. Williams, J. Winn, A. Zisserman, "The PASCAL Visual Object
 Classes Challenge: A Retrospective", IJCV 111(1), 2015, section 3.5), with mAP in place of AP.
 
-With several training seeds per model, each resample first draws the seeds of each model with
-replacement, then the images (shared by both models), and compares the seed-means: the
-interval then covers the spread between training runs as well as the choice of images. With
-only a few seeds that part of the spread is underestimated (a bootstrap over n seeds has a
-variance (n - 1) / n of the true one), so a verdict from 2-3 seeds is optimistic.
+With several training seeds, the interval covers the spread between training runs too. Each
+resample adds to the difference of the seed-means a training-seed term, ``sd x sqrt(1/n_a +
+1/n_b) x T``: ``sd`` is the seed standard deviation of the full-set mAP pooled over every model
+in the comparison that has two seeds or more (a one-way ANOVA's within-model estimate, with
+``df = sum(n_i - 1)`` degrees of freedom), ``n_a``, ``n_b`` the two models' seed counts and ``T`` a
+Student-t draw with ``df`` degrees of freedom, which allows for ``sd`` itself being estimated
+from few runs. Pooling assumes that a block does not change how much training runs differ; it
+is what lets a model with a single seed be judged beside a baseline with three without its own
+seed luck being taken for an effect. When no model has two seeds (``df = 0``: checkpoints
+compared as files, or one seed each), the interval covers the choice of val images only and the
+verdict is about those trained weights, not about the configs (:attr:`Difference.seed_df`).
 
 The verdict comes from the interval alone: ``better`` (it lies above 0), ``worse`` (below 0) or
 ``no detectable difference`` (it holds 0). The last is given with the smallest difference the
@@ -226,8 +232,11 @@ class Difference:
     """One metric's difference, config minus baseline, with its bootstrap interval.
 
     ``delta``: on the full validation set, mean over seeds; ``low``, ``high``: the interval at
-    ``level``; ``se``: the bootstrap standard error; ``detectable``: the smallest true difference
-    this comparison would call better or worse with 80% probability, (z + 0.84) x se."""
+    ``level``; ``se``: the standard error read off the interval, (high - low) / (2 z);
+    ``detectable``: the smallest true difference this comparison would call better or worse with
+    80% probability, (z + 0.84) x se; ``seed_sd``, ``seed_df``: the pooled training-seed standard
+    deviation and its degrees of freedom (0: no model had two seeds, so the interval holds the
+    choice of val images only)."""
 
     metric: str
     delta: float
@@ -237,6 +246,8 @@ class Difference:
     detectable: float
     level: float = 0.95
     labelled_images: int = MIN_LABELLED_IMAGES  # val images with at least one label
+    seed_sd: float = 0.0
+    seed_df: int = 0
 
     @property
     def verdict(self) -> str:
@@ -270,14 +281,17 @@ class Difference:
         return v
 
 
-def _seed_means(maps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, 2) mean over seeds drawn with replacement, one draw per resample; `maps` is
-    (n_seeds, n_boot, 2). A single seed is taken as it is."""
-    n_seeds, n_boot = maps.shape[:2]
-    if n_seeds == 1:
-        return maps[0]
-    pick = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
-    return maps[pick, np.arange(n_boot)[:, None]].mean(1)
+def seed_spread(full: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Pooled training-seed standard deviation of mAP50 and mAP50-95, and its degrees of freedom.
+
+    `full`: per model, an (n_seeds, 2) array of full-set (mAP50, mAP50-95), one row per seed.
+    Returns ((2,) sd, df) with df = sum(n_seeds - 1) over the models; ((0, 0), 0) when no model
+    has two seeds."""
+    df = sum(len(f) - 1 for f in full)
+    if df == 0:
+        return np.zeros(2), 0
+    ss = sum(((f - f.mean(0)) ** 2).sum(0) for f in full)
+    return np.sqrt(ss / df), df
 
 
 def compare(baseline: list[MatchStats], other: list[MatchStats], n_boot: int = 1000, seed: int = 0,
@@ -307,21 +321,33 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
 
     def score(runs: list[MatchStats]) -> tuple[np.ndarray, np.ndarray]:
         runs = [r.reordered(images) for r in runs]
-        full = np.array([_Scorer(r).maps(ones)[0] for r in runs]).mean(0)
-        return full, np.stack([resampled_maps(r, counts) for r in runs])
+        return np.array([_Scorer(r).maps(ones)[0] for r in runs]), np.stack([resampled_maps(r, counts) for r in runs])
 
     base_full, base_boot = score(baseline)
+    scored = {name: score(runs) for name, runs in others.items()}
+    sd, df = seed_spread([base_full, *(full for full, _ in scored.values())])
     z = _normal_quantile(0.5 + level / 2)
     out = {}
-    for name, runs in others.items():
-        full, boot = score(runs)
-        seed_rng = np.random.default_rng([seed, len(out) + 1])  # seed draws: fixed per config, whatever the order
-        d = _seed_means(boot, seed_rng) - _seed_means(base_boot, seed_rng)
+    for name, (full, boot) in scored.items():
+        d = boot.mean(0) - base_boot.mean(0)  # (n_boot, 2): paired over images, seeds as trained
+        if df:
+            seed_rng = np.random.default_rng([seed, len(out) + 1])  # fixed per config, whatever the order
+            d = d + sd * math.sqrt(1 / len(full) + 1 / len(base_full)) * _t_draws(df, n_boot, seed_rng)[:, None]
         lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        se = d.std(0, ddof=1)
-        out[name] = {m: Difference(m, float(full[k] - base_full[k]), float(lo[k]), float(hi[k]), float(se[k]),
-                                   float((z + Z_POWER) * se[k]), level, labelled) for k, m in enumerate(METRICS)}
+        se = (hi - lo) / (2 * z)  # from the interval: a t term with few df has no usable sample variance
+        delta = full.mean(0) - base_full.mean(0)
+        out[name] = {m: Difference(m, float(delta[k]), float(lo[k]), float(hi[k]), float(se[k]),
+                                   float((z + Z_POWER) * se[k]), level, labelled, float(sd[k]), df)
+                     for k, m in enumerate(METRICS)}
     return out
+
+
+def _t_draws(df: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) Student-t values at the quantiles (i + 0.5) / n, in random order: the t term's own tails
+    are then exact for any n, instead of resting on the few draws of a random sample that reach them."""
+    from scipy.stats import t
+
+    return rng.permutation(t.ppf((np.arange(n) + 0.5) / n, df))
 
 
 def _normal_quantile(p: float) -> float:
