@@ -437,10 +437,11 @@ def row_names(cfgs: list[str]) -> dict[str, str]:
 
 def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]],
               imgsz: int | None = None, names: dict[str, str] | None = None,
-              diffs: dict[str, dict] | None = None) -> list[dict]:
+              diffs: dict[str, dict] | None = None, trained: bool = False) -> list[dict]:
     """One row per config: cost, accuracy mean/std over seeds and, with `diffs` (config ->
     :func:`utils.stats.compare` result against the first config), the difference from the
-    baseline with its 95% interval and verdict; with `imgsz`, a "timed at" column when a
+    baseline with its 95% interval and verdict (`trained`: the rows are training runs, so a
+    verdict without a seed term says it is about one seed's weights); with `imgsz`, a "timed at" column when a
     fixed-shape export was timed at another size or batch. `names`: each config's row name
     (default :func:`row_names`)."""
     names = names or row_names(cfgs)
@@ -472,21 +473,23 @@ def summarise(cfgs: list[str], cost: dict[str, dict], acc: dict[str, list[dict]]
             row.update({"seeds": n, "mAP50": _pm(m50, s50, n), "mAP50-95": _pm(m, s, n)})
             gates = [r["gate"] for r in acc.get(cfg, []) if r.get("gate") is not None]
             row["gate"] = f"{statistics.fmean(gates):.3f}" if gates else "-"
-            row.update(_difference_cells(cfg == base, diffs.get(cfg)))
+            row.update(_difference_cells(cfg == base, diffs.get(cfg), trained))
         rows.append(row)
     return rows
 
 
-def _difference_cells(is_base: bool, diff: dict | None) -> dict[str, str]:
-    """The Δ and verdict columns of one row (see utils.stats.Difference)."""
+def _difference_cells(is_base: bool, diff: dict | None, trained: bool = False) -> dict[str, str]:
+    """The Δ and verdict columns of one row (see utils.stats.Difference); a trained row whose
+    interval has no training-seed term (one seed beside one) says its verdict is about those weights."""
     keys = ("Δ mAP50 95% CI", "Δ mAP50-95 95% CI", "verdict", "verdict mAP50")
     if is_base:
         return dict(zip(keys, ("baseline", "baseline", "-", "-")))
     if diff is None:
         return dict.fromkeys(keys, "-")
     d50, d = diff["mAP50"], diff["mAP50-95"]
+    tag = " [1 seed each: these weights, not the config]" if trained and not d.seed_df else ""
     return {keys[0]: f"{d50.delta:+.3f} {d50.interval()}", keys[1]: f"{d.delta:+.3f} {d.interval()}",
-            keys[2]: d.describe_rounded(), keys[3]: d50.describe_rounded()}
+            keys[2]: d.describe_rounded() + tag, keys[3]: d50.describe_rounded() + tag}
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -504,9 +507,8 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
-    from utils.plots import epoch_axis, label_points, pad_flat_axis
+    from utils.plots import label_points, pad_flat_axis
 
     files = []
     if acc:
@@ -533,36 +535,49 @@ def plot(rows: list[dict], cost: dict[str, dict], acc: dict[str, list[dict]], cf
             plt.close(fig)
             files.append(out / fname)
 
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), tight_layout=True)
-        for k, cfg in enumerate(cfgs):
-            for r in acc.get(cfg, []):
-                csv = Path(r.get("results_csv", ""))
-                if not csv.is_file():
-                    continue
-                df = pd.read_csv(csv)
-                df.columns = [c.strip() for c in df.columns]
-                ycol = next((c for c in df.columns if "mAP_0.5:0.95" in c or "mAP50-95" in c), None)
-                if ycol is not None:  # epochs not validated (--noval) are logged as 0: not plotted
-                    df[ycol] = df[ycol].where(df[ycol] > 0)
-                lcol = next((c for c in df.columns if c.startswith("train/box")), None)
-                style = dict(color=f"C{k % 10}", alpha=0.8, label=names[cfg] if r is acc[cfg][0] else None,
-                             marker="o", markersize=3)  # a 1-epoch run is a single point: visible only as a marker
-                if ycol:
-                    axes[0].plot(df["epoch"], df[ycol], **style)
-                if lcol:
-                    axes[1].plot(df["epoch"], df[lcol], **style)
-        axes[0].set_title("val mAP50-95")
-        axes[1].set_title("train box loss")
-        last_epoch = max((line.get_xdata().max() for ax in axes for line in ax.get_lines() if len(line.get_xdata())),
-                         default=0)
-        for ax in axes:
-            epoch_axis(ax, last_epoch)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.savefig(out / "training_curves.png", dpi=150)
-        plt.close(fig)
-        files.append(out / "training_curves.png")
+        files += _plot_training_curves(acc, cfgs, out, names)
     return files
+
+
+def _plot_training_curves(acc: dict[str, list[dict]], cfgs: list[str], out: Path, names: dict[str, str]) -> list[Path]:
+    """training_curves.png: every run's val mAP50-95 and train box loss per epoch; [] when no run
+    has a results.csv (model files compared without training)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from utils.plots import epoch_axis
+
+    if not any(Path(r.get("results_csv", "")).is_file() for runs in acc.values() for r in runs):
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), tight_layout=True)
+    for k, cfg in enumerate(cfgs):
+        for r in acc.get(cfg, []):
+            csv = Path(r.get("results_csv", ""))
+            if not csv.is_file():
+                continue
+            df = pd.read_csv(csv)
+            df.columns = [c.strip() for c in df.columns]
+            ycol = next((c for c in df.columns if "mAP_0.5:0.95" in c or "mAP50-95" in c), None)
+            if ycol is not None:  # epochs not validated (--noval) are logged as 0: not plotted
+                df[ycol] = df[ycol].where(df[ycol] > 0)
+            lcol = next((c for c in df.columns if c.startswith("train/box")), None)
+            style = dict(color=f"C{k % 10}", alpha=0.8, label=names[cfg] if r is acc[cfg][0] else None,
+                         marker="o", markersize=3)  # a 1-epoch run is a single point: visible only as a marker
+            if ycol:
+                axes[0].plot(df["epoch"], df[ycol], **style)
+            if lcol:
+                axes[1].plot(df["epoch"], df[lcol], **style)
+    axes[0].set_title("val mAP50-95")
+    axes[1].set_title("train box loss")
+    last_epoch = max((line.get_xdata().max() for ax in axes for line in ax.get_lines() if len(line.get_xdata())),
+                     default=0)
+    for ax in axes:
+        epoch_axis(ax, last_epoch)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.savefig(out / "training_curves.png", dpi=150)
+    plt.close(fig)
+    return [out / "training_curves.png"]
 
 
 def plot_differences(diffs: dict[str, dict], cfgs: list[str], names: dict[str, str], out: Path) -> list[Path]:
@@ -642,7 +657,7 @@ def run(cfg: list[str], data: str | None = None, weights: str | None = None, img
         acc, missing = _grid_results(jobs, opt, names, out, eval_settings, done, log, train_progress, storage, report)
 
     diffs = differences(cfgs, acc, bootstrap) if acc else {}
-    rows = summarise(cfgs, cost, acc, imgsz, names, diffs)
+    rows = summarise(cfgs, cost, acc, imgsz, names, diffs, trained=epochs > 0)
     note = cost_note(rows, imgsz, runs, threads, {names[c]: cost[c].get("load_avg") for c in cfgs})
     if half:
         used = sorted({str(cost[c].get("precision", "FP32")) for c in cfgs})
@@ -917,7 +932,8 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
     else:
         what = f" Accuracy: each model file evaluated on {split} with val.py's settings."
     what += (f" Δ = config − baseline (first row), with a 95% interval from a paired bootstrap over the val images "
-             f"({n_boot} resamples; utils/stats.py){seed_term_note(diffs or {}, epochs > 0)}. verdict (mAP50-95) and verdict mAP50: better / worse when the interval excludes 0, "
+             f"({n_boot} resamples; utils/stats.py){seed_term_note(diffs or {}, epochs > 0)}. "
+             "verdict (mAP50-95) and verdict mAP50: better / worse when the interval excludes 0, "
              "else no detectable difference (± the smallest difference this comparison detects with 80% "
              "probability).")
     if any(r.get("gate") is not None for runs in acc.values() for r in runs):
@@ -932,19 +948,28 @@ def accuracy_note(acc: dict[str, list[dict]], data: str | None, weights: str | N
 
 
 def seed_term_note(diffs: dict[str, dict], trained: bool) -> str:
-    """What the intervals hold besides the choice of val images: the pooled training-seed term
-    (utils/stats.py), or a line saying that the seed is not in them."""
-    d = next((v["mAP50-95"] for v in diffs.values()), None)
-    if d is None:
+    """What the intervals hold besides the choice of val images: the training-seed term of each row
+    and the baseline's seeds pooled (utils/stats.py), or a line saying that the seed is not in them."""
+    ds = {name: v["mAP50-95"] for name, v in diffs.items()}
+    if not ds:
         return ""
-    if d.seed_df:
-        return (f", plus the training seed's spread: its sd pooled over every row with 2 or more seeds "
-                f"(mAP50-95 sd {d.seed_sd:.3f}, {d.seed_df} df, Student t), so that a row with fewer seeds is not "
-                "judged on one seed's luck")
-    if trained:
-        return (", and nothing for the training seed: with one seed per row the interval covers the val images only, "
-                "so a verdict is about these trained weights, not the configs (train --seeds 2 or more)")
-    return ", the val images only: a verdict is about these model files"
+    pooled = {name: d for name, d in ds.items() if d.seed_df}
+    if not pooled:
+        if trained:
+            return (", and nothing for the training seed: with one seed per row the interval covers the val images "
+                    "only, so a verdict is about these trained weights, not the configs (train --seeds 2 or more)")
+        return ", the val images only: a verdict is about these model files"
+    sds, dfs = [d.seed_sd for d in pooled.values()], [d.seed_df for d in pooled.values()]
+    span = (lambda v, f: f"{min(v):{f}}" if min(v) == max(v) else f"{min(v):{f}}-{max(v):{f}}")
+    note = (f", plus the training seed's spread: the sd of the row's and the baseline's seeds pooled (mAP50-95 sd "
+            f"{span(sds, '.3f')}, {span(dfs, 'd')} df), as a Student-t term, so that a row with fewer seeds is not "
+            "judged on one seed's luck; conservative, since the image part counts some of that spread too")
+    if zero := [name for name, d in pooled.items() if d.seed_sd == 0]:
+        note += (f"; sd 0 beside {', '.join(Path(z).stem for z in zero)}: the runs of each row are identical, "
+                 "as if the seed changed nothing (or one run was listed twice)")
+    if unseeded := [name for name in ds if name not in pooled]:
+        note += f"; no seed term for {', '.join(Path(u).stem for u in unseeded)} (one seed each)"
+    return note
 
 
 BUSY_LOAD = 1.0  # 1-min load average before a cost measurement above which its latency is called inflated

@@ -219,6 +219,8 @@ def test_difference_columns_come_from_the_intervals():
     assert rows[2]["verdict"] == "worse" and rows[2]["verdict mAP50"] == "better"
     assert rows[1]["mAP50-95"] == "0.330 ± 0.014"
     assert not np.isnan(float(rows[2]["Δ mAP50 95% CI"].split()[0]))
+    trained = compare.summarise(["a", "b", "c"], cost, acc, diffs=diffs, trained=True)  # no seed term: 1 seed each
+    assert trained[2]["verdict"] == "worse [1 seed each: these weights, not the config]"
 
 
 def test_the_note_says_whether_the_training_seed_is_in_the_intervals():
@@ -229,6 +231,7 @@ def test_the_note_says_whether_the_training_seed_is_in_the_intervals():
 
     pooled = compare.seed_term_note(diffs(0.0243, 3), trained=True)
     assert "sd 0.024, 3 df" in pooled and "pooled" in pooled
+    assert "identical" in compare.seed_term_note(diffs(0.0, 2), trained=True)  # sd 0 from 2+ seeds is said
     assert "val images only" in compare.seed_term_note(diffs(0.0, 0), trained=True)  # one seed per row
     assert "these model files" in compare.seed_term_note(diffs(0.0, 0), trained=False)  # checkpoints compared
     assert compare.seed_term_note({}, trained=True) == ""
@@ -502,11 +505,14 @@ def test_checkpoints_compared_without_training(weights_n, datasets_dir, tmp_path
     assert [r["config"] for r in rows] == [f"{weights_n.parent.name}/yolov5n.pt", "same/yolov5n.pt", "noisy.pt"]
     base, copy, bad = rows
     assert base["verdict"] == "-" and base["Δ mAP50-95 95% CI"] == "baseline"
-    assert copy["Δ mAP50-95 95% CI"] == "+0.000 [+0.000, +0.000]" and copy["verdict"].startswith("no detectable")
+    assert copy["Δ mAP50-95 95% CI"] == "+0.000 [+0.000, +0.000]"
+    assert copy["verdict"] == "no detectable difference (identical on every resample)"
     d, lo, hi = (float(x) for x in re.findall(r"[+-]\d\.\d{3}", bad["Δ mAP50-95 95% CI"]))
     assert -0.06 < d < -0.015 and hi < 0 and bad["verdict"] == "worse", bad
     note = (tmp_path / "ck" / "results.md").read_text()
     assert "each model file evaluated on the val split of coco128.yaml (128 images)" in note
+    assert "the val images only: a verdict is about these model files" in note
+    assert not (tmp_path / "ck" / "training_curves.png").exists()  # nothing was trained: no empty figure
 
 
 # --- requests refused before any work; notes on what a table cannot show -------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from utils.metrics import summarize
-from utils.stats import Difference, MatchStats, compare, image_resamples, mean_map, resampled_maps, seed_spread
+from utils.stats import Difference, MatchStats, compare, compare_many, image_resamples, mean_map, resampled_maps, seed_spread
 
 IOU = np.linspace(0.5, 0.95, 10)
 
@@ -90,7 +90,7 @@ def test_images_are_paired_by_path_whatever_their_order(two_models, tmp_path):
     back = MatchStats.load(sa.save(tmp_path / "s.npz"))
     assert back.images == sa.images and np.array_equal(back.tp, sa.tp) and np.array_equal(back.conf, sa.conf)
     with pytest.raises(ValueError, match="different images"):
-        compare([sa], [MatchStats.from_val(b[:-1])], n_boot=10)
+        compare([sa], [MatchStats.from_val(b[:-1])], n_boot=50)
     with pytest.raises(ValueError, match="not a match-statistics file"):
         MatchStats.load(tmp_path / "missing.npz")
 
@@ -154,7 +154,7 @@ def _seed_noise_draw(rng: np.random.Generator, n_models: int, sd: float = 0.15) 
 def test_a_single_seed_beside_a_multi_seed_baseline_is_not_called_different_by_its_seed_luck():
     """A config with one seed, drawn from the same distribution as a 3-seed baseline: its seed luck is
     not in its own runs, so the interval borrows the baseline's seed spread (pooled sd, t with 2 df).
-    Called better in at most 5% of 200 draws, and worse in at most 5% (measured: 2 and 3). Taking the
+    Called better in at most 5% of 200 draws, and worse in at most 5% (measured: 3 and 3). Taking the
     single seed as it is, with only the baseline's seeds resampled (the rule before), called 20 of the
     200 better and 18 worse."""
     rng = np.random.default_rng(11)
@@ -175,3 +175,41 @@ def test_seed_spread_is_pooled_over_every_model_with_two_seeds_or_more():
     assert seed_spread([np.array([[0.5, 0.3]])] * 2)[1] == 0  # one seed each: the interval is images only
     one = compare(*(lambda r: ([r[0]], [r[1]]))(_seed_noise_draw(np.random.default_rng(2), 2)), n_boot=100)
     assert one["mAP50"].seed_df == 0 and one["mAP50"].seed_sd == 0.0
+
+
+def test_a_rows_interval_depends_on_neither_the_order_nor_the_other_rows():
+    """Each config against the baseline alone: adding an unstable row, or listing the rows in another
+    order, leaves every other row's interval exactly as it was (the seed spread is pooled per pair)."""
+    recalls = (0.75, 0.7, 0.8, 0.78, 0.95, 0.4, 0.6)  # baseline 3 seeds, x 1 seed, y 3 seeds far apart
+    runs = [MatchStats.from_val(r) for r in simulated_images(np.random.default_rng(5), 80, recalls, n_cls=1)]
+    base, x, y = runs[:3], runs[3:4], runs[4:]
+    alone = compare(base, x, n_boot=200, seed=3)
+    assert compare_many(base, {"x": x, "y": y}, n_boot=200, seed=3)["x"] == alone
+    assert compare_many(base, {"y": y, "x": x}, n_boot=200, seed=3)["x"] == alone
+    assert alone["mAP50"].seed_df == 2  # the baseline's 3 seeds, not y's
+
+
+def test_pairing_refuses_repeated_images_and_other_labels(two_models):
+    a, b = two_models
+    with pytest.raises(ValueError, match="im0.jpg appears more than once"):
+        compare([MatchStats.from_val(a + a[:1])], [MatchStats.from_val(b + b[:1])], n_boot=50)
+    relabelled = [(*r[:4], np.append(r[4], 0)) if i == 3 else r for i, r in enumerate(b)]  # one more label on im3
+    with pytest.raises(ValueError, match="different labels"):
+        compare([MatchStats.from_val(a)], [MatchStats.from_val(relabelled)], n_boot=50)
+
+
+def test_too_few_resamples_for_the_level_are_refused(two_models):
+    sa, sb = (MatchStats.from_val(r) for r in two_models)
+    with pytest.raises(ValueError, match="n_boot >= 40"):
+        compare([sa], [sb], n_boot=39)
+    assert compare([sa], [sb], n_boot=40)["mAP50"].verdict == "worse"
+
+
+def test_intervals_stay_inside_the_possible_range_and_identical_runs_say_so():
+    """Two seeds beside one (1 df): the interval is wide but never outside [-1, 1]; a model against
+    itself is not "detectable to ±0.000"."""
+    runs = _seed_noise_draw(np.random.default_rng(4), 3, 0.3)
+    d = compare(runs[:2], runs[2:], n_boot=200, level=0.99)
+    assert all(-1 <= v[k] <= 1 for v in (d["mAP50"].__dict__, d["mAP50-95"].__dict__) for k in ("low", "high"))
+    same = compare(runs[:1], runs[:1], n_boot=50)["mAP50"]
+    assert same.describe() == "no detectable difference (identical on every resample)"
