@@ -17,9 +17,10 @@ images plus the pooled training-seed spread (utils/stats.py). NEU-DET is 1440 tr
 Resumable: runs finished before (runs/study/<name>/runs.jsonl) are skipped, so the study can be
 run piece by piece (``--seeds 1`` first, then ``--seeds 3``), and a run killed mid-training resumes
 from its last.pt (compare.train_once); results are rewritten after every invocation.
-``--skip ROW ...`` leaves rows out of one invocation (their runs stay pending), e.g.
-``--skip C3CBAM`` while the C3 rows wait. Writes benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and
-neu_det_study_curves.png; ``--out`` writes elsewhere.
+``--skip ROW ...`` leaves rows out of one invocation (their runs stay pending, and the results
+files are left as they were), e.g. ``--skip C3CBAM`` while the C3 rows wait. Writes
+benchmarks/results/neu_det_study.{csv,md,png} (png: the intervals) and neu_det_study_curves.png;
+``--out`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def study_configs(model: str, full: bool, controls_dir: Path, skip: tuple[str, .
     return out
 
 
-def baseline_rise(results_csvs: list[str], last: int = 5) -> tuple[float, float] | None:
+def baseline_rise(results_csvs: list[str], last: int = 5) -> tuple[float, float, int] | None:
     """How much the baseline's val mAP50 and mAP50-95 still rose at the end: the mean over its last
     `last` epochs minus the mean over the `last` before them (window means: one epoch's value moves
-    by about ±0.03 on NEU-DET val), averaged over runs. A curve that has flattened rises little.
-    None without 2 x `last` epochs of per-epoch validation."""
+    by about ±0.03 on NEU-DET val), averaged over runs; with the number of runs averaged. A curve that
+    has flattened rises little. None without a run that validated each of its last 2 x `last` epochs."""
     import pandas as pd
 
     rises = []
@@ -85,30 +86,39 @@ def baseline_rise(results_csvs: list[str], last: int = 5) -> tuple[float, float]
             continue
         df = pd.read_csv(f)
         df.columns = [c.strip() for c in df.columns]
-        cols = [next(c for c in df.columns if c.endswith(k)) for k in ("mAP_0.5", "mAP_0.5:0.95")]
-        if len(df) < 2 * last or (df[cols[0]] == 0).any():
+        cols = [next((c for c in df.columns if c.endswith(k)), None)
+                for k in (("mAP_0.5", "mAP50"), ("mAP_0.5:0.95", "mAP50-95"))]
+        tail = df.iloc[-2 * last:]
+        if None in cols or len(df) < 2 * last or (tail[cols] == 0).any().any():  # 0: an epoch not validated
             continue
-        rises.append([float(df[c].iloc[-last:].mean() - df[c].iloc[-2 * last:-last].mean()) for c in cols])
+        rises.append([float(tail[c].iloc[last:].mean() - tail[c].iloc[:last].mean()) for c in cols])
     if not rises:
         return None
-    return tuple(float(sum(r[k] for r in rises) / len(rises)) for k in range(2))
+    return (*(float(sum(r[k] for r in rises) / len(rises)) for k in range(2)), len(rises))
 
 
 def time_note(runs: list[dict]) -> str:
-    """'15 training runs took 5.10 h of wall time and 9.80 h of CPU time in all' from compare.py's run
-    records (``train_s``, ``cpu_s``); runs recorded before CPU time was kept are counted apart."""
-    wall = sum(float(r.get("train_s") or 0) for r in runs)
-    timed = [float(r["cpu_s"]) for r in runs if r.get("cpu_s") is not None]
-    resumed = sum(r.get("resumed_at") is not None for r in runs)
-    part = (f" ({resumed} run(s) resumed after an interruption: their CPU time counts only the part after it)"
-            if resumed else "")
-    text = f"{len(runs)} training run{'s' * (len(runs) != 1)} took {wall / 3600:.2f} h of wall time"
-    if len(timed) == len(runs) and runs:
-        return text + f" and {sum(timed) / 3600:.2f} h of CPU time in all" + part
-    if timed:
-        return text + (f" in all; CPU time {sum(timed) / 3600:.2f} h for the {len(timed)} run(s) that recorded it "
-                       f"(the other {len(runs) - len(timed)} ran before it was kept)") + part
-    return text + " in all (CPU time not recorded)"
+    """The study's time from compare.py's run records: ``train_s`` (training-loop time, cumulative over
+    an interruption; per-epoch validation and setup not counted) and ``cpu_s`` (CPU time of the process
+    and its data workers). Runs without a whole CPU time (recorded before it was kept, or resumed after
+    an interruption, which counts only the part after it) get an estimate, said to be one: their loop
+    time at the measured runs' ratio of CPU time to loop time."""
+    loop = sum(float(r.get("train_s") or 0) for r in runs)
+    measured = [r for r in runs if r.get("cpu_s") is not None and r.get("resumed_at") is None]
+    rest = [r for r in runs if r not in measured]
+    text = (f"{len(runs)} training run{'s' * (len(runs) != 1)} took {loop / 3600:.2f} h of training-loop time "
+            "(validation and setup not counted)")
+    if not measured:
+        return text + "; CPU time not recorded"
+    cpu = sum(float(r["cpu_s"]) for r in measured)
+    if not rest:
+        return text + f" and {cpu / 3600:.2f} h of CPU time in all (the process and its data workers)"
+    ratio = cpu / max(sum(float(r.get("train_s") or 0) for r in measured), 1e-9)
+    est = ratio * sum(float(r.get("train_s") or 0) for r in rest)
+    return text + (f"; CPU time {cpu / 3600:.2f} h measured on {len(measured)} run(s), plus about {est / 3600:.2f} h "
+                   f"estimated for the other {len(rest)} (recorded before CPU time was kept, or resumed after an "
+                   f"interruption) from their loop time at the measured runs' {ratio:.2f} CPU s per loop s: about "
+                   f"{(cpu + est) / 3600:.2f} h of CPU time in all")
 
 
 def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
@@ -122,14 +132,16 @@ def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
     runs = [r for rows in out["acc"].values() for r in rows]
     base_csvs = [r["results_csv"] for r in out["acc"].get(out["cfgs"][0], [])]
     rise = baseline_rise(base_csvs)
+    where = (f"on {cpu_info()[0]} ({os.cpu_count()} logical CPUs; loop time grows when other jobs share the cores, "
+             "CPU time does not)") if str(opt.device) == "cpu" else f"on device {opt.device}"
     note = (f"Study: `python benchmarks/neu_det_study.py {' '.join(opt.argv)}`".rstrip() + f" — yolov5{opt.model} "
             f"fine-tuned from {Path(opt.weights).name} on NEU-DET train (1440 images), judged on NEU-DET val "
-            f"(360 held-out images), {opt.imgsz} px, {opt.epochs} epochs, batch {opt.batch_size}, device "
-            f"{opt.device}; {time_note(runs)} on {cpu_info()[0]} ({os.cpu_count()} logical CPUs), with other jobs "
-            "sharing the cores at times (which adds wall time, not CPU time). ")
+            f"(360 images), {opt.imgsz} px, {opt.epochs} epochs, batch {opt.batch_size}, device "
+            f"{opt.device}; {time_note(runs)}, {where}. ")
     if rise is not None:
-        note += (f"Still rising at the end: the baseline's val mAP50 over its last 5 epochs averaged {rise[0]:+.3f} "
-                 f"above the 5 before, its mAP50-95 {rise[1]:+.3f} (mean over its {len(base_csvs)} run(s)). ")
+        trend = "Still rising at the end" if max(rise[:2]) > 0.005 else "Flat at the end"
+        note += (f"{trend}: the baseline's val mAP50 over its last 5 epochs averaged {rise[0]:+.3f} against the 5 "
+                 f"before, its mAP50-95 {rise[1]:+.3f} (mean over {rise[2]} run(s)). ")
     md = (out["dir"] / "results.md").read_text()
     (dest / "neu_det_study.md").write_text(note + "\n\n" + md)
 
@@ -173,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         LOGGER.error(f"ERROR: {e}")
         return 2
+    if opt.skip:  # a table without the skipped rows would replace the one that has them
+        LOGGER.info(f"--skip: {opt.out}/neu_det_study.* left as they were; `--report` rewrites them with every row")
+        return 0
     write_results(out, opt, opt.out)
     LOGGER.info(f"Study results in {opt.out}/neu_det_study.*")
     return 0

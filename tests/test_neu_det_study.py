@@ -45,18 +45,37 @@ def test_baseline_rise_compares_the_last_five_epochs_with_the_five_before(tmp_pa
     # (the last epoch minus 5 epochs back would say -0.05 or +0.05 depending on where it stops)
     b = _curve(tmp_path / "b.csv", flat, [0.3] * 10)
     rise = neu_det_study.baseline_rise([a, b, str(tmp_path / "missing.csv")])
-    assert rise == pytest.approx(((0.4 + 0.0) / 2, (0.1 + 0.0) / 2))
+    assert rise == pytest.approx(((0.4 + 0.0) / 2, (0.1 + 0.0) / 2, 2))  # the missing file is not counted
+    zero_first = _curve(tmp_path / "z.csv", [0.0] + up, [0.0] + [0.2] * 5 + [0.3] * 5)  # epoch 0 not validated
+    assert neu_det_study.baseline_rise([zero_first]) == pytest.approx((0.4, 0.1, 1))  # only the last 10 epochs count
+    assert neu_det_study.baseline_rise([_curve(tmp_path / "u.csv", [0.0] * 10, [0.0] * 10)]) is None
     short = _curve(tmp_path / "s.csv", [0.1] * 9, [0.1] * 9)  # fewer than 2 windows: no figure
     assert neu_det_study.baseline_rise([short]) is None
 
 
-def test_time_note_sums_wall_and_cpu_time_and_names_runs_without_it():
+def test_time_note_sums_loop_and_cpu_time_and_estimates_what_was_not_measured():
     runs = [{"train_s": 3600, "cpu_s": 5400}, {"train_s": 1800, "cpu_s": 1800}]
-    assert neu_det_study.time_note(runs) == "2 training runs took 1.50 h of wall time and 2.00 h of CPU time in all"
-    mixed = runs[:1] + [{"train_s": 1800}]
-    assert neu_det_study.time_note(mixed) == ("2 training runs took 1.50 h of wall time in all; CPU time 1.50 h for "
-                                              "the 1 run(s) that recorded it (the other 1 ran before it was kept)")
-    assert neu_det_study.time_note([{"train_s": 36}]) == ("1 training run took 0.01 h of wall time in all "
-                                                         "(CPU time not recorded)")
-    assert neu_det_study.time_note(runs[:1] + [{"train_s": 1800, "cpu_s": 600, "resumed_at": 12}]).endswith(
-        "1.67 h of CPU time in all (1 run(s) resumed after an interruption: their CPU time counts only the part after it)")
+    loop = "2 training runs took 1.50 h of training-loop time (validation and setup not counted)"
+    assert neu_det_study.time_note(runs) == loop + " and 2.00 h of CPU time in all (the process and its data workers)"
+    mixed = runs[:1] + [{"train_s": 1800}]  # 1.5 CPU s per loop s measured: 0.75 h estimated for the other
+    assert neu_det_study.time_note(mixed) == loop + (
+        "; CPU time 1.50 h measured on 1 run(s), plus about 0.75 h estimated for the other 1 (recorded before CPU "
+        "time was kept, or resumed after an interruption) from their loop time at the measured runs' 1.50 CPU s per "
+        "loop s: about 2.25 h of CPU time in all")
+    assert neu_det_study.time_note([{"train_s": 36}]).endswith("0.01 h of training-loop time (validation and setup "
+                                                              "not counted); CPU time not recorded")
+    resumed = neu_det_study.time_note(runs[:1] + [{"train_s": 1800, "cpu_s": 600, "resumed_at": 12}])
+    assert "about 0.75 h estimated for the other 1" in resumed  # its partial 600 s is not taken as the whole
+
+
+def test_skip_leaves_the_results_files_as_they_were(tmp_path, monkeypatch):
+    """With --skip the table would lack the skipped rows: the files already written stay as they were."""
+    (tmp_path / "neu_det_study.md").write_text("every row")
+    seen = {}
+    monkeypatch.chdir(neu_det_study.ROOT)  # main() moves into its root: back where it was afterwards
+    monkeypatch.setattr(neu_det_study, "ROOT", tmp_path)  # its work folder (the controls' YAMLs) under tmp_path
+    monkeypatch.setattr(neu_det_study.compare, "run", lambda cfgs, **kw: seen.setdefault("cfgs", cfgs) and {})
+    assert neu_det_study.main(["--skip", "CA", "--report", "--out", str(tmp_path), "--name", "t_skip"]) == 0
+    assert not any("CA" in c for c in seen["cfgs"][1:] if "CBAM" not in c)
+    assert (tmp_path / "neu_det_study.md").read_text() == "every row"
+    assert (tmp_path / "runs" / "study" / "t_skip" / "controls").is_dir()

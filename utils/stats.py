@@ -50,7 +50,7 @@ import numpy as np
 from utils.metrics import EPS, compute_ap_columns
 
 METRICS = ("mAP50", "mAP50-95")
-Z_POWER = 0.8416212335729143  # standard normal quantile at 0.80: detectable = (z_level + Z_POWER) * SE
+Z_POWER = 0.8416212335729143  # standard normal quantile at 0.80: detectable = (z_level + Z_POWER) * SE without seeds
 MIN_LABELLED_IMAGES = 2  # a bootstrap over fewer labelled images than this resamples nothing
 
 
@@ -241,9 +241,11 @@ class Difference:
     """One metric's difference, config minus baseline, with its bootstrap interval.
 
     ``delta``: on the full validation set, mean over seeds; ``low``, ``high``: the interval at
-    ``level``; ``se``: the standard error read off the interval, (high - low) / (2 z);
-    ``detectable``: the smallest true difference this comparison would call better or worse with
-    80% probability, (z + 0.84) x se; ``seed_sd``, ``seed_df``: the pooled training-seed standard
+    ``level``; ``se``: the standard error read off the interval, (high - low) / (2 q), q the
+    two-sided quantile at ``level`` (normal without a seed term, Student t with ``seed_df``
+    degrees of freedom with one); ``detectable``: the smallest true difference this comparison
+    would call better or worse with 80% probability, (q + q80) x se, q80 the 80% quantile of the
+    same distribution (an approximation where the interval mixes image and seed parts); ``seed_sd``, ``seed_df``: the pooled training-seed standard
     deviation and its degrees of freedom (0: no model had two seeds, so the interval holds the
     choice of val images only)."""
 
@@ -341,7 +343,6 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
         return np.array([_Scorer(r).maps(ones)[0] for r in runs]), np.stack([resampled_maps(r, counts) for r in runs])
 
     base_full, base_boot = score(baseline)
-    z = _normal_quantile(0.5 + level / 2)
     out = {}
     for name, runs in others.items():
         full, boot = score(runs)
@@ -350,10 +351,11 @@ def compare_many(baseline: list[MatchStats], others: dict[str, list[MatchStats]]
         if df:
             d = d + sd * math.sqrt(1 / len(full) + 1 / len(base_full)) * _t_quantiles(strata, df)[:, None]
         lo, hi = np.clip(np.quantile(d, [(1 - level) / 2, (1 + level) / 2], axis=0), -1.0, 1.0)  # a mAP Δ lies in [-1, 1]
-        se = (hi - lo) / (2 * z)  # from the interval: a t term with few df has no usable sample variance
+        q_level, q_power = _quantiles(level, df)
+        se = (hi - lo) / (2 * q_level)  # from the interval: a t term with few df has no usable sample variance
         delta = full.mean(0) - base_full.mean(0)
         out[name] = {m: Difference(m, float(delta[k]), float(lo[k]), float(hi[k]), float(se[k]),
-                                   float((z + Z_POWER) * se[k]), level, labelled, float(sd[k]), df)
+                                   float((q_level + q_power) * se[k]), level, labelled, float(sd[k]), df)
                      for k, m in enumerate(METRICS)}
     return out
 
@@ -387,6 +389,16 @@ def _t_quantiles(strata: np.ndarray, df: int) -> np.ndarray:
     from scipy.stats import t
 
     return t.ppf(strata, df)
+
+
+def _quantiles(level: float, df: int) -> tuple[float, float]:
+    """The two-sided `level` quantile and the 80%-power quantile of the reference distribution: the
+    standard normal without a seed term (``df`` 0), else Student t with ``df`` degrees of freedom."""
+    from scipy.stats import t
+
+    if not df:
+        return _normal_quantile(0.5 + level / 2), Z_POWER
+    return float(t.ppf(0.5 + level / 2, df)), float(t.ppf(0.8, df))
 
 
 def _normal_quantile(p: float) -> float:
