@@ -245,9 +245,10 @@ class Difference:
     two-sided quantile at ``level`` (normal without a seed term, Student t with ``seed_df``
     degrees of freedom with one); ``detectable``: the smallest true difference this comparison
     would call better or worse with 80% probability, (q + q80) x se, q80 the 80% quantile of the
-    same distribution (an approximation where the interval mixes image and seed parts); ``seed_sd``, ``seed_df``: the pooled training-seed standard
-    deviation and its degrees of freedom (0: no model had two seeds, so the interval holds the
-    choice of val images only)."""
+    same distribution (an approximation where the interval mixes image and seed parts);
+    ``seed_sd``, ``seed_df``: the pooled training-seed standard deviation of the two models and its
+    degrees of freedom (0: neither had two seeds, so the interval holds the choice of val images
+    only)."""
 
     metric: str
     delta: float
