@@ -323,8 +323,9 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
     from utils.device import cpu_seconds
 
     name = f"{(label or Path(cfg).stem).replace('/', '_')}_seed{seed}" + ("_paper-start" if opt.no_identity_start else "")
-    run_dir = save_root / name
     plan = {"cfg": str(cfg), "seed": seed, **{k: getattr(opt, k, None) for k in (*TRAIN_KEYS, "no_identity_start", "noval")}}
+    name = run_name(save_root, name, plan)
+    run_dir = save_root / name
     last, marker = run_dir / "weights" / "last.pt", run_dir / "compare_run.json"
     resumed_at = _interrupted_at(last, marker, plan)
     cpu0 = cpu_seconds()
@@ -345,13 +346,35 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
             **({"resumed_at": resumed_at} if resumed_at is not None else {})}
 
 
+def run_name(save_root: Path, name: str, plan: dict) -> str:
+    """The run folder's name: `name`, unless `save_root`/`name` holds a run with other settings
+    (its compare_run.json records another plan, or it has weights and no record): then
+    `name`_<8 hex digits of the plan>, so that a run with new settings never overwrites another's
+    last.pt, results.csv and match statistics. The same plan always gets the same name."""
+    run_dir = save_root / name
+    marker = run_dir / "compare_run.json"
+    if _same_plan(marker, plan) or not (marker.is_file() or (run_dir / "weights").exists()):
+        return name
+    new = f"{name}_{hashlib.sha1(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
+    LOGGER.info(f"{run_dir} holds a run with other settings: this one trains in {save_root / new}")
+    return new
+
+
+def _same_plan(marker: Path, plan: dict) -> bool:
+    """Whether `marker` (a run folder's compare_run.json) records `plan`."""
+    try:
+        return json.loads(marker.read_text()) == json.loads(json.dumps(plan, sort_keys=True, default=str))
+    except (OSError, ValueError):
+        return False
+
+
 def _interrupted_at(last: Path, marker: Path, plan: dict) -> int | None:
     """The epoch to resume at when `last` is an unfinished checkpoint of a run started with `plan`
     (as `marker` records), else None (no such run, finished, or other settings: train afresh)."""
     from models.checkpoint import check_resumable, load_checkpoint
 
     try:
-        if json.loads(marker.read_text()) != json.loads(json.dumps(plan, sort_keys=True, default=str)):
+        if not _same_plan(marker, plan):
             return None
         ck = load_checkpoint(last)
         check_resumable(ck, last, int((ck.get("opt") or {}).get("epochs", 0)))  # CheckpointError: finished

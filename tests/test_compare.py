@@ -558,3 +558,19 @@ def test_console_table_writes_large_latencies_in_full():
 
     out = table([{"config": "x", "CPU ms": 1234.6, "mAP50": 0.51234}])
     assert "1235" in out and "e+03" not in out and "0.512" in out
+
+
+def test_a_run_with_other_settings_never_takes_another_runs_folder(tmp_path):
+    """A run folder holding a run with other settings (another image size, or no record at all) is left
+    alone: the new run gets the name with its settings' hash, and the same settings always the same name."""
+    plan = {"cfg": "yolov5n.yaml", "seed": 0, "imgsz": 256, "epochs": 30}
+    assert compare.run_name(tmp_path, "yolov5n_seed0", plan) == "yolov5n_seed0"  # nothing there yet
+    run = tmp_path / "yolov5n_seed0"
+    (run / "weights").mkdir(parents=True)
+    (run / "compare_run.json").write_text(json.dumps(plan))
+    assert compare.run_name(tmp_path, "yolov5n_seed0", dict(plan)) == "yolov5n_seed0"  # its own run: resumable
+    other = compare.run_name(tmp_path, "yolov5n_seed0", {**plan, "imgsz": 640})
+    assert re.fullmatch(r"yolov5n_seed0_[0-9a-f]{8}", other)
+    assert compare.run_name(tmp_path, "yolov5n_seed0", {**plan, "imgsz": 640}) == other
+    (run / "compare_run.json").unlink()  # weights without a record: someone else's run
+    assert compare.run_name(tmp_path, "yolov5n_seed0", plan) != "yolov5n_seed0"
