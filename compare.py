@@ -327,6 +327,8 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
     name = run_name(save_root, name, plan)
     run_dir = save_root / name
     last, marker = run_dir / "weights" / "last.pt", run_dir / "compare_run.json"
+    if (finished := _finished_unrecorded(run_dir, plan)) is not None:
+        return finished
     resumed_at = _interrupted_at(last, marker, plan)
     cpu0 = cpu_seconds()
     if resumed_at is not None:
@@ -366,6 +368,31 @@ def _same_plan(marker: Path, plan: dict) -> bool:
         return json.loads(marker.read_text()) == json.loads(json.dumps(plan, sort_keys=True, default=str))
     except (OSError, ValueError):
         return False
+
+
+def _finished_unrecorded(run_dir: Path, plan: dict) -> dict | None:
+    """The result of a run that trained all its epochs with `plan` but was never recorded (stopped
+    between its last epoch and the record), rebuilt from its last.pt and results.csv instead of
+    training it again; None for any other folder. Its CPU time is unknown (``cpu_s`` None);
+    mAP is replaced by the evaluation of last.pt that every run gets."""
+    from models.checkpoint import CheckpointError, check_resumable, load_checkpoint
+
+    last, csv = run_dir / "weights" / "last.pt", run_dir / "results.csv"
+    if not (_same_plan(run_dir / "compare_run.json", plan) and last.is_file() and csv.is_file()):
+        return None
+    try:
+        ck = load_checkpoint(last)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    try:
+        check_resumable(ck, last, int(plan.get("epochs") or 0))
+        return None  # epochs left: resumed by --resume instead
+    except CheckpointError:
+        pass  # trained all its epochs
+    LOGGER.info(f"{run_dir.name}: finished training but was not recorded; its last.pt is taken as it is")
+    return {"map50": float("nan"), "map": float("nan"), "results_csv": str(csv),
+            "train_s": round(float(ck.get("train_time") or float("nan")), 1), "cpu_s": None,
+            "gate": mean_gate(last), "rebuilt": True}
 
 
 def _interrupted_at(last: Path, marker: Path, plan: dict) -> int | None:

@@ -171,8 +171,14 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(synth, tmp_p
     assert res["resumed_at"] == 1 and res["train_s"] > 0
     with open(res["results_csv"], newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+    with LogLines() as log:  # finished but, say, killed before its record was written: taken as it is
+        kept = compare.train_once("yolov5n.yaml", 0, opt, tmp_path)
+    assert "finished training but was not recorded" in log.text
+    assert kept["rebuilt"] and kept["results_csv"] == res["results_csv"]
+    assert kept["train_s"] == pytest.approx(res["train_s"], abs=0.1)  # the checkpoint's cumulative loop time
     again = compare.train_once("yolov5n.yaml", 0, argparse.Namespace(**{**vars(opt), "epochs": 1}), tmp_path)
-    assert "resumed_at" not in again  # a finished run, and other settings: trained afresh
+    assert "resumed_at" not in again  # other settings: trained afresh, in a folder of its own
+    assert Path(again["results_csv"]).parent.name.startswith("yolov5n_seed0_")
     with open(again["results_csv"], newline="") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0]
 
