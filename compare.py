@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import glob
 import hashlib
 import json
@@ -342,6 +343,7 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
                         project=str(save_root), name=name, exist_ok=True, device=opt.device, noplots=True,
                         no_identity_start=opt.no_identity_start, noval=bool(getattr(opt, "noval", False)))
     save_dir = Path(out["save_dir"])
+    gc.collect()  # the run's data loaders, and with them their workers, joined: their CPU time is counted here
     return {"map50": float(out["metrics"]["map50"]), "map": float(out["metrics"]["map"]),
             "results_csv": str(save_dir / "results.csv"), "train_s": round(out.get("train_time", float("nan")), 1),
             "cpu_s": round(cpu_seconds() - cpu0, 1), "gate": mean_gate(save_dir / "weights" / "last.pt"),

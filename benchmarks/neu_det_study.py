@@ -138,6 +138,10 @@ def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:
             f"fine-tuned from {Path(opt.weights).name} on NEU-DET train (1440 images), judged on NEU-DET val "
             f"(360 images), {opt.imgsz} px, {opt.epochs} epochs, batch {opt.batch_size}, device "
             f"{opt.device}; {time_note(runs)}, {where}. ")
+    if controls := [Path(c).stem for c in out["cfgs"] if Path(c).stem.endswith("_control")]:
+        note += (f"{', '.join(controls)}: capacity controls, each attention block of the row named replaced by a plain "
+                 "residual 1x1-conv bottleneck of about its parameters at the same place, faded in the same way "
+                 "(models/attention/control.py). ")
     if rise is not None:
         trend = "Still rising at the end" if max(rise[:2]) > 0.005 else "Flat at the end"
         note += (f"{trend}: the baseline's val mAP50 over its last 5 epochs averaged {rise[0]:+.3f} against the 5 "
