@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -101,8 +102,9 @@ def time_note(runs: list[dict]) -> str:
     """The study's time from compare.py's run records: ``train_s`` (training-loop time, cumulative over
     an interruption; per-epoch validation and setup not counted) and ``cpu_s`` (CPU time of the process
     and its data workers). Runs without a whole CPU time (recorded before it was kept, or resumed after
-    an interruption, which counts only the part after it) get an estimate, said to be one: their loop
-    time at the measured runs' ratio of CPU time to loop time."""
+    an interruption, which counts only the part after it) get an estimate, said to be one: the median
+    CPU time of the measured runs, since every run of a study does the same work (its loop time would
+    carry whatever else ran on the cores)."""
     loop = sum(float(r.get("train_s") or 0) for r in runs)
     measured = [r for r in runs if r.get("cpu_s") is not None and r.get("resumed_at") is None]
     rest = [r for r in runs if r not in measured]
@@ -113,12 +115,12 @@ def time_note(runs: list[dict]) -> str:
     cpu = sum(float(r["cpu_s"]) for r in measured)
     if not rest:
         return text + f" and {cpu / 3600:.2f} h of CPU time in all (the process and its data workers)"
-    ratio = cpu / max(sum(float(r.get("train_s") or 0) for r in measured), 1e-9)
-    est = ratio * sum(float(r.get("train_s") or 0) for r in rest)
+    typical = statistics.median(float(r["cpu_s"]) for r in measured)
+    est = typical * len(rest)
     return text + (f"; CPU time {cpu / 3600:.2f} h measured on {len(measured)} run(s), plus about {est / 3600:.2f} h "
                    f"estimated for the other {len(rest)} (recorded before CPU time was kept, or resumed after an "
-                   f"interruption) from their loop time at the measured runs' {ratio:.2f} CPU s per loop s: about "
-                   f"{(cpu + est) / 3600:.2f} h of CPU time in all")
+                   f"interruption) at the measured runs' median of {typical / 3600:.2f} h a run (every run does the "
+                   f"same work): about {(cpu + est) / 3600:.2f} h of CPU time in all")
 
 
 def write_results(out: dict, opt: argparse.Namespace, dest: Path) -> None:

@@ -57,15 +57,16 @@ def test_time_note_sums_loop_and_cpu_time_and_estimates_what_was_not_measured():
     runs = [{"train_s": 3600, "cpu_s": 5400}, {"train_s": 1800, "cpu_s": 1800}]
     loop = "2 training runs took 1.50 h of training-loop time (validation and setup not counted)"
     assert neu_det_study.time_note(runs) == loop + " and 2.00 h of CPU time in all (the process and its data workers)"
-    mixed = runs[:1] + [{"train_s": 1800}]  # 1.5 CPU s per loop s measured: 0.75 h estimated for the other
-    assert neu_det_study.time_note(mixed) == loop + (
-        "; CPU time 1.50 h measured on 1 run(s), plus about 0.75 h estimated for the other 1 (recorded before CPU "
-        "time was kept, or resumed after an interruption) from their loop time at the measured runs' 1.50 CPU s per "
-        "loop s: about 2.25 h of CPU time in all")
+    mixed = runs + [{"train_s": 7200}]  # measured: 5400 and 1800 s, median 3600 s: 1 h estimated for the other
+    loop3 = "3 training runs took 3.50 h of training-loop time (validation and setup not counted)"
+    assert neu_det_study.time_note(mixed) == loop3 + (
+        "; CPU time 2.00 h measured on 2 run(s), plus about 1.00 h estimated for the other 1 (recorded before CPU "
+        "time was kept, or resumed after an interruption) at the measured runs' median of 1.00 h a run (every run "
+        "does the same work): about 3.00 h of CPU time in all")
     assert neu_det_study.time_note([{"train_s": 36}]).endswith("0.01 h of training-loop time (validation and setup "
                                                               "not counted); CPU time not recorded")
     resumed = neu_det_study.time_note(runs[:1] + [{"train_s": 1800, "cpu_s": 600, "resumed_at": 12}])
-    assert "about 0.75 h estimated for the other 1" in resumed  # its partial 600 s is not taken as the whole
+    assert "about 1.50 h estimated for the other 1" in resumed  # its partial 600 s is not taken as the whole
 
 
 def test_skip_leaves_the_results_files_as_they_were(tmp_path, monkeypatch):
