@@ -328,9 +328,9 @@ def train_once(cfg: str, seed: int, opt: argparse.Namespace, save_root: Path, la
     name = run_name(save_root, name, plan)
     run_dir = save_root / name
     last, marker = run_dir / "weights" / "last.pt", run_dir / "compare_run.json"
-    if (finished := _finished_unrecorded(run_dir, plan)) is not None:
-        return finished
-    resumed_at = _interrupted_at(last, marker, plan)
+    finished, resumed_at = _run_state(last, marker, plan)
+    if finished is not None and (result := _unrecorded_result(finished, run_dir)) is not None:
+        return result
     cpu0 = cpu_seconds()
     if resumed_at is not None:
         LOGGER.info(f"{name}: resuming the interrupted run at epoch {resumed_at} ({last})")
@@ -372,44 +372,38 @@ def _same_plan(marker: Path, plan: dict) -> bool:
         return False
 
 
-def _finished_unrecorded(run_dir: Path, plan: dict) -> dict | None:
-    """The result of a run that trained all its epochs with `plan` but was never recorded (stopped
-    between its last epoch and the record), rebuilt from its last.pt and results.csv instead of
-    training it again; None for any other folder. Its CPU time is unknown (``cpu_s`` None);
-    mAP is replaced by the evaluation of last.pt that every run gets."""
+def _run_state(last: Path, marker: Path, plan: dict) -> tuple[dict | None, int | None]:
+    """What is left of a run started with `plan` (as `marker` records): (its last.pt's checkpoint,
+    None) when it trained all its epochs, (None, the epoch to resume at) when it was interrupted,
+    (None, None) for anything else (no such run, other settings, an unreadable file: train afresh).
+    The checkpoint is read once for both questions."""
     from models.checkpoint import CheckpointError, check_resumable, load_checkpoint
 
-    last, csv = run_dir / "weights" / "last.pt", run_dir / "results.csv"
-    if not (_same_plan(run_dir / "compare_run.json", plan) and last.is_file() and csv.is_file()):
-        return None
+    if not (_same_plan(marker, plan) and last.is_file()):
+        return None, None
     try:
         ck = load_checkpoint(last)
     except (OSError, ValueError, RuntimeError):
-        return None
+        return None, None
     try:
-        check_resumable(ck, last, int(plan.get("epochs") or 0))
-        return None  # epochs left: resumed by --resume instead
+        check_resumable(ck, last, int((ck.get("opt") or {}).get("epochs", 0)))
     except CheckpointError:
-        pass  # trained all its epochs
+        return ck, None  # trained all its epochs
+    return None, int(ck.get("epoch", -1)) + 1
+
+
+def _unrecorded_result(ck: dict, run_dir: Path) -> dict | None:
+    """The result of a run that trained all its epochs but was never recorded (stopped between its
+    last epoch and the record), rebuilt from its checkpoint `ck` and results.csv instead of training
+    it again; None without a results.csv. Its CPU time is unknown (``cpu_s`` None); mAP is replaced
+    by the evaluation of last.pt that every run gets."""
+    csv = run_dir / "results.csv"
+    if not csv.is_file():
+        return None
     LOGGER.info(f"{run_dir.name}: finished training but was not recorded; its last.pt is taken as it is")
     return {"map50": float("nan"), "map": float("nan"), "results_csv": str(csv),
             "train_s": round(float(ck.get("train_time") or float("nan")), 1), "cpu_s": None,
-            "gate": mean_gate(last), "rebuilt": True}
-
-
-def _interrupted_at(last: Path, marker: Path, plan: dict) -> int | None:
-    """The epoch to resume at when `last` is an unfinished checkpoint of a run started with `plan`
-    (as `marker` records), else None (no such run, finished, or other settings: train afresh)."""
-    from models.checkpoint import check_resumable, load_checkpoint
-
-    try:
-        if not _same_plan(marker, plan):
-            return None
-        ck = load_checkpoint(last)
-        check_resumable(ck, last, int((ck.get("opt") or {}).get("epochs", 0)))  # CheckpointError: finished
-    except (OSError, ValueError, RuntimeError):
-        return None
-    return int(ck.get("epoch", -1)) + 1
+            "gate": mean_gate(run_dir / "weights" / "last.pt"), "rebuilt": True}
 
 
 def evaluate(weights: str | Path, opt: argparse.Namespace, save_dir: Path) -> dict:
